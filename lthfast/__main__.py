@@ -1,0 +1,5 @@
+import sys
+
+from lthfast.cli import main
+
+sys.exit(main())

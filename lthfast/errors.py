@@ -1,0 +1,8 @@
+"""The one exception type for mistakes a user can make (bad flags, missing data, ...).
+
+The CLI prints these as one line and exits non-zero; everything else is a bug.
+"""
+
+
+class LthError(Exception):
+    """A user-facing error whose message names the problem."""

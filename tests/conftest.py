@@ -1,0 +1,13 @@
+import os
+
+# Triton kernels run on the CPU through the interpreter; set before triton is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own data cache and run root: nothing leaks between tests."""
+    monkeypatch.setenv("LTHFAST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LTHFAST_ROOT", str(tmp_path / "runs"))

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from lthfast import ops
+from lthfast.extension import cpp_ops, triton_available
+
+BACKENDS = ["torch",
+            pytest.param("cpp", marks=pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built")),
+            pytest.param("triton", marks=pytest.mark.skipif(not triton_available(), reason="no Triton"))]
+SIZES = [0, 1, 7, 1023, 1025, 100_003]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_apply_mask_matches_reference(backend, size, dtype):
+    g = torch.Generator().manual_seed(size)
+    x = torch.randn(size, generator=g).to(dtype)
+    x[::5] = float("nan")  # pruned NaNs must still become exactly zero
+    mask = torch.rand(size, generator=g) < 0.6
+    expected = torch.where(mask, x, torch.zeros_like(x))
+    out = x.clone()
+    ops.apply_mask_(out, mask, backend=backend)
+    assert torch.equal(out[~mask], torch.zeros_like(out[~mask]))
+    torch.testing.assert_close(out, expected, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built")
+def test_apply_mask_cpp_vgg16_sized_buffer():
+    x = torch.randn(14_724_042)
+    mask = torch.rand(x.numel()) < 0.2
+    expected = x * mask
+    ops.apply_mask_(x, mask, backend="cpp")
+    assert torch.equal(x, expected)
+
+
+def test_apply_mask_on_a_multidimensional_weight():
+    w = torch.randn(16, 3, 3, 3)
+    mask = torch.rand(16, 3, 3, 3) < 0.5
+    ops.apply_mask_(w, mask)
+    assert (w[~mask] == 0).all() and (w[mask] != 0).all()
+
+
+@pytest.mark.parametrize("tensor,mask,message", [
+    (torch.randn(5), torch.ones(6, dtype=torch.bool), "shapes differ"),
+    (torch.randn(5), torch.ones(5), "bool"),
+    (torch.arange(5), torch.ones(5, dtype=torch.bool), "floating point"),
+    (torch.randn(4, 4).t(), torch.ones(4, 4, dtype=torch.bool), "contiguous"),
+])
+def test_apply_mask_rejects_bad_arguments(tensor, mask, message):
+    with pytest.raises(ValueError, match=message):
+        ops.apply_mask_(tensor, mask)
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.apply_mask_(torch.randn(3), torch.ones(3, dtype=torch.bool), backend="fortran")
+
+
+def test_auto_picks_the_extension_on_cpu_when_built():
+    expected = "cpp" if cpp_ops() is not None else "torch"
+    assert ops.resolve_backend("auto", torch.device("cpu")) == expected
+
+
+def test_missing_extension_warns_once_and_falls_back_to_torch(monkeypatch):
+    import sys
+    import warnings
+
+    from lthfast import extension
+
+    extension.cpp_ops.cache_clear()
+    monkeypatch.setitem(sys.modules, "lthfast._C", None)  # import now raises ImportError
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert ops.resolve_backend("auto", torch.device("cpu")) == "torch"
+            x = torch.randn(5)
+            ops.apply_mask_(x, torch.tensor([True, False, True, False, True]))
+            assert x[1] == 0 and x[3] == 0
+        assert len([w for w in caught if "C++ extension is not available" in str(w.message)]) == 1
+        with pytest.raises(ValueError, match="extension was not built"):
+            ops.apply_mask_(torch.randn(2), torch.ones(2, dtype=torch.bool), backend="cpp")
+    finally:
+        extension.cpp_ops.cache_clear()
