@@ -8,6 +8,7 @@ Runs, side by side in one process on the same data, on the tensors' device:
               augmentation, channels_last, SGD with the pruned entries kept at zero
               (a random 20%-density mask, the `auto` kernel backend)
   lthfast-nchw  the same in the default layout (to show what channels_last gives)
+  lthfast-bf16  the same under bfloat16 autocast (with --bf16)
 Configurations are interleaved in each repeat; medians over repeats are reported.
 
     python bench/train_throughput.py --models resnet20,vgg16 --repeats 5
@@ -66,8 +67,8 @@ def baseline_runner(model_name, data, batch_size, device):
     return step
 
 
-def lthfast_runner(model_name, data, batch_size, device, channels_last):
-    config = TrainConfig(model=model_name, batch_size=batch_size, lr=0.01)
+def lthfast_runner(model_name, data, batch_size, device, channels_last, precision="fp32"):
+    config = TrainConfig(model=model_name, batch_size=batch_size, lr=0.01, precision=precision)
     model = create_model(model_name, seed=0).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -105,7 +106,8 @@ def time_steps(step, steps, device):
 
 
 def main(models: str = "resnet20,vgg16", batch_size: int = 128, steps: int = 0, repeats: int = 5,
-         device: str = "auto", out: str = "bench/results/train_throughput.json"):
+         device: str = "auto", bf16: bool = False, out: str = "bench/results/train_throughput.json"):
+    """bf16: also time lthfast under bfloat16 autocast (slow on CPUs without AVX512-BF16/AMX)."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
@@ -119,6 +121,8 @@ def main(models: str = "resnet20,vgg16", batch_size: int = 128, steps: int = 0, 
             "lthfast": lthfast_runner(model_name, data, batch_size, device, channels_last=True),
             "lthfast-nchw": lthfast_runner(model_name, data, batch_size, device, channels_last=False),
         }
+        if bf16:
+            runners["lthfast-bf16"] = lthfast_runner(model_name, data, batch_size, device, True, "bf16")
         times = {name: [] for name in runners}
         for _ in range(repeats):
             for name, step in runners.items():

@@ -19,7 +19,10 @@ void apply_mask_(torch::Tensor tensor, torch::Tensor mask) {
   TORCH_CHECK(tensor.device().is_cpu() && mask.device().is_cpu(), "apply_mask_: CPU tensors only");
   TORCH_CHECK(mask.scalar_type() == torch::kBool, "apply_mask_: mask must be bool");
   TORCH_CHECK(tensor.numel() == mask.numel(), "apply_mask_: tensor and mask sizes differ");
-  TORCH_CHECK(tensor.is_contiguous() && mask.is_contiguous(), "apply_mask_: tensors must be contiguous");
+  // Elementwise over the underlying storage: valid for any dense layout both tensors share.
+  TORCH_CHECK(tensor.is_contiguous() || tensor.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "apply_mask_: tensor must be contiguous or channels_last");
+  TORCH_CHECK(tensor.strides() == mask.strides(), "apply_mask_: tensor and mask strides differ");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, tensor.scalar_type(), "apply_mask_", [&] {
     apply_mask_kernel<scalar_t>(tensor.data_ptr<scalar_t>(), mask.data_ptr<bool>(), tensor.numel());
   });

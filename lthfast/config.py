@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, fields
 
 from lthfast.errors import LthError
 
+BACKENDS = ("auto", "torch", "cpp", "triton")
 NOT_HASHED = {"device", "backend", "data_dir", "progress", "threads"}
 PRECISIONS = ("fp32", "bf16")
 
@@ -75,6 +77,10 @@ class TrainConfig:
             _number(name, getattr(self, name))
         if self.precision not in PRECISIONS:
             raise LthError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise LthError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.backend not in BACKENDS:
+            raise LthError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.data not in ("cifar10", "synthetic"):
             raise LthError(f"--data must be cifar10 or synthetic, got {self.data!r}")
         if self.milestones is not None:

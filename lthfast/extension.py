@@ -6,6 +6,7 @@ plain-PyTorch path; this module says so once, on first use.
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 
 
@@ -13,8 +14,7 @@ import warnings
 def cpp_ops():
     """The extension module `lthfast._C`, or None (with one warning) if it was not built."""
     try:
-        from lthfast import _C
-        return _C
+        return importlib.import_module("lthfast._C")
     except ImportError as exc:
         warnings.warn(f"lthfast's C++ extension is not available ({exc}); "
                       "running on plain PyTorch. Reinstall with a C++ compiler to build it.",

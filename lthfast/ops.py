@@ -10,9 +10,8 @@ import os
 
 import torch
 
+from lthfast.config import BACKENDS
 from lthfast.extension import cpp_ops, triton_available
-
-BACKENDS = ("auto", "torch", "cpp", "triton")
 
 
 def check_backend(backend: str) -> None:
@@ -41,8 +40,9 @@ def _check_mask_args(tensor: torch.Tensor, mask: torch.Tensor) -> None:
         raise ValueError(f"tensor and mask are on different devices: {tensor.device} vs {mask.device}")
     if not tensor.is_floating_point():
         raise ValueError(f"tensor must be floating point, got {tensor.dtype}")
-    if not (tensor.is_contiguous() and mask.is_contiguous()):
-        raise ValueError("tensor and mask must be contiguous")
+    if not (tensor.is_contiguous() or tensor.is_contiguous(memory_format=torch.channels_last)) \
+            or tensor.stride() != mask.stride():
+        raise ValueError("tensor and mask must be dense (contiguous or channels_last) with the same strides")
 
 
 def apply_mask_reference_(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -38,10 +38,7 @@ Mask = dict  # parameter name -> bool tensor of the parameter's shape (True = ke
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise LthError(f"--device must be auto, cpu or cuda[:N], got {name!r}") from None
+    device = torch.device(name)  # the config checked the form
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LthError("--device cuda asked for, but no CUDA device is available")
     return device
@@ -177,7 +174,10 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    mask = {k: v.to(device) for k, v in check_mask(model, mask).items()}
+    params = dict(model.named_parameters())
+    # Each mask takes its weight's memory layout, so kernels run over both storages in step.
+    mask = {k: torch.empty_like(params[k], dtype=torch.bool).copy_(v)
+            for k, v in check_mask(model, mask).items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
 

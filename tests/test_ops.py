@@ -34,18 +34,23 @@ def test_apply_mask_cpp_vgg16_sized_buffer():
     assert torch.equal(x, expected)
 
 
-def test_apply_mask_on_a_multidimensional_weight():
-    w = torch.randn(16, 3, 3, 3)
-    mask = torch.rand(16, 3, 3, 3) < 0.5
-    ops.apply_mask_(w, mask)
-    assert (w[~mask] == 0).all() and (w[mask] != 0).all()
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_apply_mask_on_a_conv_weight_in_either_layout(backend, memory_format):
+    w = torch.randn(16, 3, 3, 3).to(memory_format=memory_format)
+    mask = (torch.rand(16, 3, 3, 3) < 0.5).to(memory_format=memory_format)
+    expected = w * mask
+    ops.apply_mask_(w, mask, backend=backend)
+    assert torch.equal(w, expected) and w.is_contiguous(memory_format=memory_format)
 
 
 @pytest.mark.parametrize("tensor,mask,message", [
     (torch.randn(5), torch.ones(6, dtype=torch.bool), "shapes differ"),
     (torch.randn(5), torch.ones(5), "bool"),
     (torch.arange(5), torch.ones(5, dtype=torch.bool), "floating point"),
-    (torch.randn(4, 4).t(), torch.ones(4, 4, dtype=torch.bool), "contiguous"),
+    (torch.randn(4, 4).t(), torch.ones(4, 4, dtype=torch.bool), "same strides"),
+    (torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last), torch.ones(2, 3, 4, 5, dtype=torch.bool),
+     "same strides"),
 ])
 def test_apply_mask_rejects_bad_arguments(tensor, mask, message):
     with pytest.raises(ValueError, match=message):
