@@ -28,7 +28,7 @@ from lthfast import ops
 from lthfast.config import TrainConfig
 from lthfast.data import MEAN, STD, EpochPlan, synthetic
 from lthfast.models import create_model, prunable_names
-from lthfast.trainer import train_step
+from lthfast.trainer import place_mask, train_step
 
 
 class _PerImageDataset(torch.utils.data.Dataset):
@@ -74,7 +74,7 @@ def lthfast_runner(model_name, data, batch_size, device, channels_last, precisio
         model.to(memory_format=torch.channels_last)
     params = dict(model.named_parameters())
     g = torch.Generator().manual_seed(0)
-    mask = {n: (torch.rand(params[n].shape, generator=g) < 0.2).to(device) for n in prunable_names(model)}
+    mask = place_mask(model, {n: torch.rand(params[n].shape, generator=g) < 0.2 for n in prunable_names(model)})
     backend = ops.resolve_backend("auto", device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     data = data.to(device)
@@ -114,7 +114,8 @@ def main(models: str = "resnet20,vgg16", batch_size: int = 128, steps: int = 0, 
     data = synthetic(num_train=8 * batch_size, num_test=10)
     results = {"device": device_name, "batch_size": batch_size, "torch": torch.__version__, "models": {}}
     print(f"device: {device_name}; batch {batch_size}; medians of {repeats} repeats")
-    for model_name in models.split(","):
+    model_names = models.split(",") if isinstance(models, str) else list(models)  # Fire parses a,b as a tuple
+    for model_name in model_names:
         n = steps or (3 if model_name.startswith("vgg") and device.type == "cpu" else 8)
         runners = {
             "baseline": baseline_runner(model_name, data, batch_size, device),

@@ -66,7 +66,9 @@ def autocast(config: TrainConfig, device: torch.device):
     return nullcontext()
 
 
-def check_mask(model: torch.nn.Module, mask: Mask | None) -> Mask:
+def place_mask(model: torch.nn.Module, mask: Mask | None) -> Mask:
+    """Check `mask` against the model and give each entry its weight's device and memory
+    layout (channels_last or not), so that kernels run over both storages in step."""
     if not mask:
         return {}
     params = dict(model.named_parameters())
@@ -76,7 +78,7 @@ def check_mask(model: torch.nn.Module, mask: Mask | None) -> Mask:
         if tuple(m.shape) != tuple(params[name].shape) or m.dtype != torch.bool:
             raise LthError(f"mask for {name} must be bool of shape {tuple(params[name].shape)}, "
                            f"got {m.dtype} {tuple(m.shape)}")
-    return mask
+    return {name: torch.empty_like(params[name], dtype=torch.bool).copy_(m) for name, m in mask.items()}
 
 
 def apply_mask(model: torch.nn.Module, mask: Mask, backend: str, grads: bool = False) -> None:
@@ -174,10 +176,7 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    params = dict(model.named_parameters())
-    # Each mask takes its weight's memory layout, so kernels run over both storages in step.
-    mask = {k: torch.empty_like(params[k], dtype=torch.bool).copy_(v)
-            for k, v in check_mask(model, mask).items()}
+    mask = place_mask(model, mask)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
 
