@@ -2,8 +2,11 @@
 
 The hash covers the fields that change results and differ from their defaults
 (as open_lth), so adding a new field with a default keeps old run names valid.
-Fields that only say where or how fast to run (device, backend, data folder,
-progress bar) are left out of it.
+Fields that only say where or how fast to run (device, kernel backend, memory
+layout, evaluation batch size) are left out of it: they change results only
+within floating-point tolerance. The data folder's path is left out too (the
+same data may live anywhere), but whether the data came from a folder or from
+torchvision's download is kept: the JPEG copy's pixels differ slightly.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass, fields
 from lthfast.errors import LthError
 
 BACKENDS = ("auto", "torch", "cpp", "triton")
-NOT_HASHED = {"device", "backend", "data_dir", "progress", "threads"}
+NOT_HASHED = {"device", "backend", "channels_last", "eval_batch_size", "data_dir"}
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -111,6 +114,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if f.name not in NOT_HASHED and value != f.default:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
+        if self.data == "cifar10" and self.data_dir is not None:
+            out["data_source"] = "image-folder"
         return out
 
     def run_hash(self) -> str:

@@ -182,3 +182,29 @@ def test_bad_config_values(field, value, message):
 def test_rewind_past_the_end_is_an_error(tmp_path):
     with pytest.raises(LthError, match="past the end"):
         train(small_config(rewind_iter=1000), tmp_path, small_data())
+
+
+def test_run_hash_depends_on_results_not_on_where_they_run():
+    base = TrainConfig()
+    assert TrainConfig(device="cpu", backend="torch", channels_last=False).run_hash() == base.run_hash()
+    assert TrainConfig(data_dir="/a").run_hash() == TrainConfig(data_dir="/b").run_hash()
+    assert TrainConfig(data_dir="/a").run_hash() != base.run_hash()  # folder copy vs torchvision
+    assert TrainConfig(seed=1).run_hash() != base.run_hash()
+    assert TrainConfig(epochs=15).run_hash() != base.run_hash()
+
+
+def test_training_from_a_rewind_point_resumes_exactly(tmp_path):
+    """IMP's retraining: rewind weights, a mask, the schedule from iteration R on."""
+    data = small_data()
+    dense = small_config(rewind_iter=5)
+    train(dense, tmp_path / "dense", data)
+    rewind = weights(tmp_path / "dense" / "rewind.pt")
+    mask = random_mask(dense, density=0.5)
+    steps = []
+    kwargs = dict(mask=mask, initial_weights=rewind, start_iteration=5)
+    whole = train(dense, tmp_path / "whole", data, on_iteration=steps.append, **kwargs)
+    assert steps == list(range(6, 13)) and whole["iteration"] == 12
+    with pytest.raises(Crash):
+        train(dense, tmp_path / "crashed", data, on_iteration=crash_at(10), **kwargs)
+    train(dense, tmp_path / "crashed", data, **kwargs)
+    assert_same_weights(weights(tmp_path / "whole" / "final.pt"), weights(tmp_path / "crashed" / "final.pt"))
