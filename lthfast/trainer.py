@@ -30,9 +30,9 @@ from lthfast.config import TrainConfig
 from lthfast.data import Dataset, EpochPlan, iterate_eval
 from lthfast.errors import LthError
 from lthfast.models import create_model
+from lthfast.pruning import Mask
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
 
-Mask = dict  # parameter name -> bool tensor of the parameter's shape (True = kept)
 
 
 def resolve_device(name: str) -> torch.device:
