@@ -8,6 +8,7 @@ import inspect
 import sys
 import warnings
 from dataclasses import fields
+from pathlib import Path
 
 from lthfast.config import TrainConfig
 
@@ -61,12 +62,100 @@ def train(model: str = C.model, data: str = C.data, data_dir: str | None = C.dat
     """
     from lthfast.runs import train_run
 
-    if isinstance(milestones, (int, str)) and not isinstance(milestones, bool):
-        milestones = _parse_int_list("milestones", milestones)
-    flags = dict(locals())
-    config = TrainConfig(**{f.name: flags[f.name] for f in fields(TrainConfig)})
-    run_dir = train_run(config, root, progress=progress)
+    run_dir = train_run(_train_config(locals()), root, progress=progress)
     print(run_dir)
+
+
+def _train_config(flags: dict) -> TrainConfig:
+    """The TrainConfig named by the train flags among `flags`."""
+    flags = {f.name: flags[f.name] for f in fields(TrainConfig)}
+    milestones = flags["milestones"]
+    if isinstance(milestones, (int, str)) and not isinstance(milestones, bool):
+        flags["milestones"] = _parse_int_list("milestones", milestones)
+    return TrainConfig(**flags)
+
+
+def imp(strategy: str = "imp", levels: int = 12, prune_fraction: float = 0.2, sparsities=None,
+        finetune_lr: float = 0.001, fixed_data_order: bool = False, eval_train_images: int = 10_000,
+        bn_batches: int = 40, **train_flags):
+    """Train the chain of pruned networks of one strategy (STUDY.md); prints the run folder.
+
+    Level 0 (the dense network and its rewind point, iteration --rewind-iter: default 2000
+    for ResNet, 1000 for VGG) is shared by every strategy of the same config. Re-running
+    skips finished levels and resumes inside an interrupted one. Every train flag applies.
+
+    Args:
+        strategy: imp, oneshot, finetune, reinit, random-prune or prune-large.
+        levels: pruning levels after the dense level 0 (density (1-PRUNE_FRACTION)^k at level k).
+        prune_fraction: fraction of the remaining prunable weights removed per level.
+        sparsities: oneshot/reinit only: comma-separated fractions of prunable weights to remove, e.g. 0.5,0.8 (default: imp's levels).
+        finetune_lr: constant learning rate of fine-tuning.
+        fixed_data_order: one data order for every training (default: one per strategy and level).
+        eval_train_images: size of the fixed, unaugmented training sample for train loss.
+        bn_batches: augmented training batches used to recompute a baseline's BatchNorm statistics.
+    """
+    from lthfast.data import load_dataset
+    from lthfast.imp import ImpConfig, ImpRun, check_strategy
+    from lthfast.runs import default_root
+
+    check_strategy(strategy)
+    _positive_int_flag("levels", levels)
+    root = train_flags.pop("root", None)
+    progress = train_flags.pop("progress", None)
+    defaults = {name: p.default for name, p in inspect.signature(train).parameters.items()}
+    config = ImpConfig(train=_train_config({**defaults, **train_flags}), prune_fraction=prune_fraction,
+                       finetune_lr=finetune_lr, fixed_data_order=fixed_data_order,
+                       eval_train_images=eval_train_images, bn_batches=bn_batches)
+    densities = None
+    if sparsities is not None:
+        values = _parse_float_list("sparsities", sparsities)
+        for s in values:
+            if s >= 1:
+                raise LthError(f"sparsity {s} leaves no weight; sparsities are fractions in [0, 1)")
+            if s < 0:
+                raise LthError(f"sparsity {s} is negative; sparsities are fractions in [0, 1)")
+        densities = [1 - s for s in values]
+    t = config.train
+    data = load_dataset(t.data, t.data_dir, t.train_subset, t.subset_seed)
+    run = ImpRun(config, root or default_root(), data, progress=progress)
+    run.chain(strategy, levels, densities)
+    print(run.dir)
+
+
+def summary(root: str | None = None):
+    """Print one table of every finished level under ROOT: model, seed, strategy, level,
+    density, test accuracy, train loss, baseline train loss."""
+    from lthfast.imp import summary_table
+    from lthfast.runs import default_root
+
+    print(summary_table(Path(root).expanduser() if root else default_root()))
+
+
+def _positive_int_flag(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LthError(f"--{name} must be an integer >= 1, got {value!r}")
+
+
+def _parse_float_list(name, value):
+    values = value if isinstance(value, (tuple, list)) else str(value).split(",")
+    try:
+        return [float(v) for v in values if str(v).strip()]
+    except ValueError:
+        raise LthError(f"--{name} must be comma-separated numbers, got {value!r}") from None
+
+
+def _with_train_flags(command):
+    """Give `command` (which takes **train_flags) the train flags in its signature and help,
+    so that Fire lists and checks them."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.kind != p.VAR_KEYWORD]
+    shared = [p for p in inspect.signature(train).parameters.values() if p.name not in {q.name for q in own}]
+    command.__signature__ = inspect.Signature(own + [p.replace(kind=p.KEYWORD_ONLY) for p in shared])
+    train_args = train.__doc__.split("Args:\n", 1)[1]
+    command.__doc__ = command.__doc__.rstrip() + "\n" + train_args
+    return command
+
+
+imp = _with_train_flags(imp)
 
 
 def _parse_int_list(name, value):
@@ -78,7 +167,7 @@ def _parse_int_list(name, value):
         raise LthError(f"--{name} must be comma-separated integers, got {value!r}") from None
 
 
-COMMANDS = {"train": train}
+COMMANDS = {"train": train, "imp": imp, "summary": summary}
 
 
 def _check_flags(argv: list[str]) -> None:

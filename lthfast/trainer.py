@@ -108,15 +108,39 @@ def evaluate(model, x, y, config: TrainConfig, device, channels_last: bool) -> t
     """Mean cross-entropy and accuracy of `model` (in eval mode) on (x, y)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss, correct): one sync at the end
     with autocast(config, device):
         for xb, yb in iterate_eval(x, y, config.eval_batch_size, channels_last):
             logits = model(xb).float()
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-            correct += (logits.argmax(1) == yb).sum().item()
+            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == yb).sum()
     model.train(was_training)
+    loss_sum, correct = sums.tolist()
     n = max(1, x.shape[0])
     return loss_sum / n, correct / n
+
+
+@torch.no_grad()
+def recompute_batchnorm(model, data: Dataset, num_batches: int, batch_size: int, seed: int,
+                        device, channels_last: bool, config: TrainConfig) -> None:
+    """Reset BatchNorm running statistics and re-estimate them as an exact average over a
+    fixed set of augmented training batches (STUDY.md: pruned or interpolated weights
+    make stored statistics stale)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved_momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch counts equally
+    was_training = model.training
+    model.train()
+    plan = EpochPlan(data.num_train, batch_size, seed, 0, device)
+    with autocast(config, device):
+        for index in range(min(num_batches, plan.num_batches)):
+            x, _ = plan.batch(data, index, channels_last)
+            model(x)
+    for bn, momentum in zip(bns, saved_momenta):
+        bn.momentum = momentum
+    model.train(was_training)
 
 
 class _StopRequest:

@@ -53,9 +53,14 @@ def test_help_describes_every_flag():
     (["train", "--bogus", "1"], "unknown flag --bogus"),
     (["train", "--device", "tpu"], "--device must be auto, cpu or cuda"),
     (["fly"], "unknown command 'fly'"),
+    (["imp", "--prune-fraction", "1.2"], "--prune-fraction must be in (0, 1)"),
+    (["imp", "--levels", "0"], "--levels must be an integer >= 1"),
+    (["imp", "--strategy", "oneshot", "--sparsities", "0.5,1.0"], "sparsity 1.0 leaves no weight"),
+    (["imp", "--strategy", "lottery"], "unknown strategy 'lottery'"),
+    (["summary"], "no finished levels under"),
 ])
 def test_bad_input_is_one_line_error(args, message, tmp_path):
-    result = lthfast(*args, "--root", str(tmp_path)) if args[0] == "train" else lthfast(*args)
+    result = lthfast(*args, "--root", str(tmp_path)) if args[0] != "fly" else lthfast(*args)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [f"error: {lines[0][7:]}"] and message in lines[0], result.stderr

@@ -1,0 +1,329 @@
+"""Iterative magnitude pruning with rewinding, and the study's comparison strategies.
+
+Run store (one folder per config and seed, named by a hash of the non-default config):
+
+  ROOT/imp_<hash>/config.json            the ImpConfig
+  ROOT/imp_<hash>/level_00/              the dense network theta_0 (shared by all strategies),
+                                         with rewind.pt at iteration R
+  ROOT/imp_<hash>/<strategy>/level_KK/   one pruned level: mask.pt (bit-packed), baseline.pt,
+                                         baseline.json, the trainer's files, level.json when done
+  ROOT/index.jsonl                       one line per finished level, with its key figures
+
+Every step of a level is stored as soon as it is done and reused when the command
+runs again, and the training inside a level resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from lthfast import pruning
+from lthfast.config import TrainConfig
+from lthfast.data import Dataset
+from lthfast.errors import LthError
+from lthfast.models import create_model, parse_model_name, prunable_names
+from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
+
+STRATEGIES = ("imp", "oneshot", "finetune", "reinit", "random-prune", "prune-large")
+CHAINS = {"imp": "smallest", "random-prune": "random", "prune-large": "largest"}  # prune their own chain
+DEFAULT_REWIND_ITER = {"resnet": 2000, "vgg": 1000}
+
+
+@dataclass
+class ImpConfig:
+    """What a chain of pruned networks depends on (levels and strategy are not part of it)."""
+    train: TrainConfig
+    prune_fraction: float = 0.2
+    finetune_lr: float = 0.001
+    fixed_data_order: bool = False  # one data order for every training instead of one per level
+    eval_train_images: int = 10_000  # fixed, unaugmented training sample for train loss
+    bn_batches: int = 40  # augmented training batches to recompute BatchNorm statistics
+
+    def __post_init__(self):
+        if not isinstance(self.prune_fraction, (int, float)) or not 0 < self.prune_fraction < 1:
+            raise LthError(f"--prune-fraction must be in (0, 1), got {self.prune_fraction!r}")
+        if not isinstance(self.finetune_lr, (int, float)) or self.finetune_lr <= 0:
+            raise LthError(f"--finetune-lr must be a positive number, got {self.finetune_lr!r}")
+        for name in ("eval_train_images", "bn_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LthError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.train.rewind_iter is None:
+            family, _ = parse_model_name(self.train.model)
+            self.train = dataclasses.replace(self.train, rewind_iter=DEFAULT_REWIND_ITER[family])
+
+    def hashed_fields(self) -> dict:
+        out = {"train": self.train.hashed_fields()}
+        for f in fields(self):
+            if f.name != "train" and getattr(self, f.name) != f.default:
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def run_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.hashed_fields(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
+        d["train"] = self.train.to_dict()
+        return d
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise LthError(f"unknown strategy {strategy!r}; strategies: {', '.join(STRATEGIES)}")
+
+
+def level_densities(prune_fraction: float, levels: int) -> list[float]:
+    return [(1 - prune_fraction) ** k for k in range(levels + 1)]
+
+
+class ImpRun:
+    """The chain of levels of one config and seed, for every strategy, in one folder."""
+
+    def __init__(self, config: ImpConfig, root: Path, data: Dataset, progress: bool | None = None,
+                 on_iteration=None):
+        self.config = config
+        self.on_iteration = on_iteration  # passed to every training (progress hooks, tests)
+        self.root = Path(root)
+        self.dir = self.root / f"imp_{config.run_hash()}"
+        self.data = data
+        self.progress = progress
+        self._prepare()
+        self.dense_names = prunable_names(create_model(config.train.model, config.train.width))
+
+    # ------------------------------------------------------------------ folders
+    def _prepare(self):
+        path = self.dir / "config.json"
+        if path.exists():
+            if _hashed(read_json(path)) != self.config.hashed_fields():
+                raise LthError(f"run folder {self.dir} holds a run of another config; "
+                               "use another --root or remove that folder")
+            return
+        atomic_write_json(self.config.to_dict(), path)
+
+    def level_dir(self, strategy: str, level: int, density: float | None = None) -> Path:
+        if level == 0:
+            return self.dir / "level_00"
+        if density is not None:  # oneshot / reinit at a sparsity of their own
+            return self.dir / strategy / f"density_{density:.6f}"
+        return self.dir / strategy / f"level_{level:02d}"
+
+    # ------------------------------------------------------------------ levels
+    def train_config(self, strategy: str, level: int, **changes) -> TrainConfig:
+        base = self.config.train
+        if not self.config.fixed_data_order and base.data_seed is None and level > 0:
+            # A fresh data order per training, seeded from seed, strategy and level.
+            digest = hashlib.sha256(f"{base.seed}/{strategy}/{level}".encode()).hexdigest()
+            changes.setdefault("data_seed", int(digest[:8], 16))
+        return dataclasses.replace(base, **changes)
+
+    def dense(self) -> Path:
+        """Level 0: the dense network, with its rewind checkpoint."""
+        from lthfast.trainer import train
+
+        folder = self.level_dir("imp", 0)
+        if not (folder / "level.json").exists():
+            metrics = train(self.config.train, folder, self.data, progress=self.progress,
+                            on_iteration=self.on_iteration)
+            mask = pruning.dense_mask(self._weights(folder / "final.pt"), self.dense_names)
+            atomic_torch_save(pruning.pack(mask), folder / "mask.pt")
+            self._finish_level(folder, "imp", 0, mask, metrics, baseline=None)
+        return folder
+
+    def level(self, strategy: str, level: int, density: float | None = None) -> Path:
+        """Train (or find) level `level` of `strategy`; `density` only for oneshot/reinit
+        at sparsities of their own (default: imp's density at that level)."""
+        from lthfast.trainer import train
+
+        check_strategy(strategy)
+        if level == 0:
+            return self.dense()
+        if density is not None and strategy not in ("oneshot", "reinit"):
+            raise LthError(f"--sparsities applies to oneshot and reinit, not {strategy}")
+        folder = self.level_dir(strategy, level, density)
+        if (folder / "level.json").exists():
+            return folder
+        parent_dir = self._parent(strategy, level, density)
+        t_start = time.perf_counter()
+        parent = self._weights(parent_dir / "final.pt")
+        mask = self._mask(strategy, level, folder, parent_dir, parent, density)
+        baseline_weights = pruning.apply_mask_to_weights(parent, mask)
+        baseline = self._baseline(folder, baseline_weights)
+
+        rewind_point = self.config.train.rewind_iter
+        rewind = self._weights(self.level_dir("imp", 0) / "rewind.pt")
+        if strategy == "finetune":
+            config = self.train_config(strategy, level, lr=self.config.finetune_lr, milestones=(),
+                                       rewind_iter=None)
+            start, start_iter = baseline_weights, 0
+        elif strategy == "reinit":
+            reinit_seed = self.config.train.seed + 1_000_003 * level
+            config = self.train_config(strategy, level, rewind_iter=None)
+            start, start_iter = create_model(config.model, config.width, seed=reinit_seed).state_dict(), 0
+        else:
+            config = self.train_config(strategy, level, rewind_iter=None)
+            start, start_iter = rewind, rewind_point
+        overhead = time.perf_counter() - t_start
+        metrics = train(config, folder, self.data, mask=mask, initial_weights=start,
+                        start_iteration=start_iter, progress=self.progress, on_iteration=self.on_iteration)
+        self._finish_level(folder, strategy, level, mask, metrics, baseline, overhead)
+        return folder
+
+    def chain(self, strategy: str, levels: int, densities: list[float] | None = None) -> list[Path]:
+        """Every level 0..levels of `strategy` (oneshot/reinit: at `densities` if given)."""
+        check_strategy(strategy)
+        folders = [self.dense()]
+        if densities is not None and strategy in ("oneshot", "reinit"):
+            for k, d in enumerate(densities, start=1):
+                folders.append(self.level(strategy, k, density=d))
+            return folders
+        for k in range(1, levels + 1):
+            folders.append(self.level(strategy, k))
+        return folders
+
+    # ------------------------------------------------------------------ pieces
+    def _parent(self, strategy: str, level: int, density: float | None) -> Path:
+        """The folder of theta_{k-1}: its own chain, imp's for finetune/reinit, dense for oneshot."""
+        if strategy == "oneshot" or density is not None:
+            return self.dense()
+        source = strategy if strategy in CHAINS else "imp"
+        return self.level(source, level - 1) if level > 1 else self.dense()
+
+    def _mask(self, strategy, level, folder, parent_dir, parent, density):
+        path = folder / "mask.pt"
+        if path.exists():
+            return pruning.unpack(load_checkpoint(path))
+        if strategy in ("finetune", "reinit") and density is None:
+            mask = self._imp_mask(level)  # branches off imp: the same mask m_k
+        else:
+            parent_mask = pruning.unpack(load_checkpoint(parent_dir / "mask.pt"))
+            total = pruning.total_count(parent_mask)
+            target = round(total * density) if density is not None else \
+                pruning.target_kept(total, self.config.prune_fraction, level)
+            if target < 1:
+                raise LthError(f"density {density if density is not None else (1 - self.config.prune_fraction) ** level:.3g} "
+                               f"leaves no weight of the {total} prunable ones")
+            count = pruning.kept_count(parent_mask) - target
+            if count < 0:
+                raise LthError(f"density {density} is above the parent's density {pruning.density(parent_mask):.3g}")
+            kind = "smallest" if strategy in ("oneshot", "reinit") else CHAINS[strategy]
+            if kind == "random":
+                mask = pruning.prune_random(parent_mask, count, seed=self.config.train.seed * 1_000_003 + level)
+            else:
+                mask = pruning.prune_magnitude(parent, parent_mask, count, largest=(kind == "largest"))
+        atomic_torch_save(pruning.pack(mask), path)
+        return mask
+
+    def _imp_mask(self, level: int):
+        """imp's mask m_level, computed (and stored in imp's folder) without training imp's level."""
+        folder = self.level_dir("imp", level)
+        parent_dir = self._parent("imp", level, None)
+        return self._mask("imp", level, folder, parent_dir, self._weights(parent_dir / "final.pt"), None)
+
+    def _baseline(self, folder: Path, weights: dict) -> dict:
+        """Store the baseline's weights and evaluate them, with stored and recomputed BN statistics."""
+        path = folder / "baseline.json"
+        if path.exists():
+            return read_json(path)
+        atomic_torch_save(weights, folder / "baseline.pt")
+        result = self._evaluate(weights, recompute_bn=False)
+        result.update({f"{k}_bn_recomputed": v for k, v in self._evaluate(weights, recompute_bn=True).items()})
+        atomic_write_json(result, path)
+        return result
+
+    def _evaluate(self, weights: dict, recompute_bn: bool) -> dict:
+        from lthfast.trainer import evaluate, recompute_batchnorm, resolve_device, use_channels_last
+
+        config = self.config.train
+        device = resolve_device(config.device)
+        channels_last = use_channels_last(config, device)
+        model = create_model(config.model, config.width)
+        model.load_state_dict(weights)
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        data = self.data.to(device)
+        if recompute_bn:
+            recompute_batchnorm(model, data, self.config.bn_batches, config.batch_size,
+                                seed=config.seed, device=device, channels_last=channels_last, config=config)
+        n = min(self.config.eval_train_images, data.num_train)
+        train_loss, train_acc = evaluate(model, data.train_x[:n], data.train_y[:n], config, device, channels_last)
+        test_loss, test_acc = evaluate(model, data.test_x, data.test_y, config, device, channels_last)
+        return {"train_loss": train_loss, "train_accuracy": train_acc,
+                "test_loss": test_loss, "test_accuracy": test_acc}
+
+    def _finish_level(self, folder, strategy, level, mask, metrics, baseline, overhead=0.0):
+        t = time.perf_counter()
+        final = self._evaluate(self._weights(folder / "final.pt"), recompute_bn=False)
+        record = {
+            "run": self.dir.name, "model": self.config.train.model, "seed": self.config.train.seed,
+            "strategy": strategy, "level": level, "density": pruning.density(mask),
+            "kept_weights": pruning.kept_count(mask),
+            "layer_density": pruning.layer_densities(mask),
+            "collapsed_layers": pruning.collapsed_layers(mask),
+            "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
+            "train_loss": final["train_loss"], "train_accuracy": final["train_accuracy"],
+            "baseline": baseline,
+            "train_seconds": metrics["train_seconds"],
+            "overhead_seconds": overhead + time.perf_counter() - t,
+            "folder": str(folder.relative_to(self.root)),
+        }
+        atomic_write_json(record, folder / "level.json")
+        append_index(self.root, record)
+
+    @staticmethod
+    def _weights(path: Path) -> dict:
+        return load_checkpoint(path)
+
+
+def _hashed(stored: dict) -> dict:
+    stored = dict(stored)
+    train = TrainConfig.from_dict(stored.pop("train"))
+    return ImpConfig(train=train, **stored).hashed_fields()
+
+
+# ----------------------------------------------------------------------------- index
+
+def append_index(root: Path, record: dict) -> None:
+    """Append a finished level to ROOT/index.jsonl (once: a re-run does not duplicate it)."""
+    path = Path(root) / "index.jsonl"
+    key = (record["run"], record["strategy"], record["folder"])
+    if any((r["run"], r["strategy"], r["folder"]) == key for r in read_index(root)):
+        return
+    line = json.dumps({k: v for k, v in record.items() if k != "layer_density"}, sort_keys=True)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+
+
+def read_index(root: Path) -> list[dict]:
+    path = Path(root) / "index.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line torn by a kill mid-write; its level.json is still there
+            continue
+    return records
+
+
+def summary_table(root: Path) -> str:
+    rows = sorted(read_index(root), key=lambda r: (r["model"], r["seed"], r["strategy"], -r["density"]))
+    if not rows:
+        raise LthError(f"no finished levels under {root}")
+    header = ["model", "seed", "strategy", "level", "density", "test_acc", "train_loss", "baseline_train_loss"]
+    lines = ["  ".join(f"{h:>19s}" if i == 7 else f"{h:>10s}" for i, h in enumerate(header))]
+    for r in rows:
+        base = r["baseline"]["train_loss"] if r.get("baseline") else float("nan")
+        lines.append("  ".join([f"{r['model']:>10s}", f"{r['seed']:>10d}", f"{r['strategy']:>10s}",
+                                f"{r['level']:>10d}", f"{r['density']:>10.4f}", f"{r['test_accuracy']:>10.4f}",
+                                f"{r['train_loss']:>10.4f}", f"{base:>19.4f}"]))
+    return "\n".join(lines)
