@@ -77,7 +77,7 @@ def _train_config(flags: dict) -> TrainConfig:
 
 def imp(strategy: str = "imp", levels: int = 12, prune_fraction: float = 0.2, sparsities=None,
         finetune_lr: float = 0.001, fixed_data_order: bool = False, eval_train_images: int = 10_000,
-        bn_batches: int = 40, **train_flags):
+        eval_test_images: int | None = None, bn_batches: int = 40, **train_flags):
     """Train the chain of pruned networks of one strategy (STUDY.md); prints the run folder.
 
     Level 0 (the dense network and its rewind point, iteration --rewind-iter: default 2000
@@ -92,6 +92,7 @@ def imp(strategy: str = "imp", levels: int = 12, prune_fraction: float = 0.2, sp
         finetune_lr: constant learning rate of fine-tuning.
         fixed_data_order: one data order for every training (default: one per strategy and level).
         eval_train_images: size of the fixed, unaugmented training sample for train loss.
+        eval_test_images: test images for evaluating baselines and solutions (default: all).
         bn_batches: augmented training batches used to recompute a baseline's BatchNorm statistics.
     """
     from lthfast.data import load_dataset
@@ -105,7 +106,8 @@ def imp(strategy: str = "imp", levels: int = 12, prune_fraction: float = 0.2, sp
     defaults = {name: p.default for name, p in inspect.signature(train).parameters.items()}
     config = ImpConfig(train=_train_config({**defaults, **train_flags}), prune_fraction=prune_fraction,
                        finetune_lr=finetune_lr, fixed_data_order=fixed_data_order,
-                       eval_train_images=eval_train_images, bn_batches=bn_batches)
+                       eval_train_images=eval_train_images, eval_test_images=eval_test_images,
+                       bn_batches=bn_batches)
     densities = None
     if sparsities is not None:
         values = _parse_float_list("sparsities", sparsities)

@@ -43,6 +43,7 @@ class ImpConfig:
     finetune_lr: float = 0.001
     fixed_data_order: bool = False  # one data order for every training instead of one per level
     eval_train_images: int = 10_000  # fixed, unaugmented training sample for train loss
+    eval_test_images: int | None = None  # test images for baselines and solutions (None: all)
     bn_batches: int = 40  # augmented training batches to recompute BatchNorm statistics
 
     def __post_init__(self):
@@ -50,8 +51,10 @@ class ImpConfig:
             raise LthError(f"--prune-fraction must be in (0, 1), got {self.prune_fraction!r}")
         if not isinstance(self.finetune_lr, (int, float)) or self.finetune_lr <= 0:
             raise LthError(f"--finetune-lr must be a positive number, got {self.finetune_lr!r}")
-        for name in ("eval_train_images", "bn_batches"):
+        for name in ("eval_train_images", "eval_test_images", "bn_batches"):
             value = getattr(self, name)
+            if value is None and name == "eval_test_images":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LthError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.train.rewind_iter is None:
@@ -93,6 +96,8 @@ class ImpRun:
         self.root = Path(root)
         self.dir = self.root / f"imp_{config.run_hash()}"
         self.data = data
+        self.eval_sets = {"train": _fixed_sample(data.train_x, data.train_y, config.eval_train_images),
+                          "test": _fixed_sample(data.test_x, data.test_y, config.eval_test_images)}
         self.progress = progress
         self._prepare()
         self.dense_names = prunable_names(create_model(config.train.model, config.train.width))
@@ -237,7 +242,7 @@ class ImpRun:
         atomic_write_json(result, path)
         return result
 
-    def _evaluate(self, weights: dict, recompute_bn: bool) -> dict:
+    def _evaluate(self, weights: dict, recompute_bn: bool, splits=("train", "test")) -> dict:
         from lthfast.trainer import evaluate, recompute_batchnorm, resolve_device, use_channels_last
 
         config = self.config.train
@@ -252,15 +257,17 @@ class ImpRun:
         if recompute_bn:
             recompute_batchnorm(model, data, self.config.bn_batches, config.batch_size,
                                 seed=config.seed, device=device, channels_last=channels_last, config=config)
-        n = min(self.config.eval_train_images, data.num_train)
-        train_loss, train_acc = evaluate(model, data.train_x[:n], data.train_y[:n], config, device, channels_last)
-        test_loss, test_acc = evaluate(model, data.test_x, data.test_y, config, device, channels_last)
-        return {"train_loss": train_loss, "train_accuracy": train_acc,
-                "test_loss": test_loss, "test_accuracy": test_acc}
+        result = {}
+        for split in splits:
+            x, y = self.eval_sets[split]
+            loss, accuracy = evaluate(model, x.to(device), y.to(device), config, device, channels_last)
+            result[f"{split}_loss"], result[f"{split}_accuracy"] = loss, accuracy
+        return result
 
     def _finish_level(self, folder, strategy, level, mask, metrics, baseline, overhead=0.0):
         t = time.perf_counter()
-        final = self._evaluate(self._weights(folder / "final.pt"), recompute_bn=False)
+        # The trainer measured test accuracy on the whole test set; add the clean train loss.
+        final = self._evaluate(self._weights(folder / "final.pt"), recompute_bn=False, splits=("train",))
         record = {
             "run": self.dir.name, "model": self.config.train.model, "seed": self.config.train.seed,
             "strategy": strategy, "level": level, "density": pruning.density(mask),
@@ -280,6 +287,16 @@ class ImpRun:
     @staticmethod
     def _weights(path: Path) -> dict:
         return load_checkpoint(path)
+
+
+def _fixed_sample(x: torch.Tensor, y: torch.Tensor, size: int | None):
+    """The same seeded random sample every time (ImageFolder data is stored class by class,
+    so a prefix would hold only a few classes)."""
+    if size is None or size >= x.shape[0]:
+        return x, y
+    index = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:size]
+    index = torch.sort(index).values.to(x.device)
+    return x[index], y[index]
 
 
 def _hashed(stored: dict) -> dict:
