@@ -13,7 +13,7 @@ from pathlib import Path
 from lthfast.config import TrainConfig
 
 C = TrainConfig  # flag defaults are read from the config's, so they live in one place
-from lthfast.errors import LthError
+from lthfast.errors import Interrupted, LthError
 
 
 def train(model: str = C.model, data: str = C.data, data_dir: str | None = C.data_dir,
@@ -75,6 +75,18 @@ def _train_config(flags: dict) -> TrainConfig:
     return TrainConfig(**flags)
 
 
+def _with_train_flags(command):
+    """Give `command` (which takes **train_flags) the train flags in its signature and help,
+    so that Fire lists and checks them."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.kind != p.VAR_KEYWORD]
+    shared = [p for p in inspect.signature(train).parameters.values() if p.name not in {q.name for q in own}]
+    command.__signature__ = inspect.Signature(own + [p.replace(kind=p.KEYWORD_ONLY) for p in shared])
+    train_args = train.__doc__.split("Args:\n", 1)[1]
+    command.__doc__ = command.__doc__.rstrip() + "\n" + train_args
+    return command
+
+
+@_with_train_flags
 def imp(strategy: str = "imp", levels: int = 12, prune_fraction: float = 0.2, sparsities=None,
         finetune_lr: float = 0.001, fixed_data_order: bool = False, eval_train_images: int = 10_000,
         eval_test_images: int | None = None, bn_batches: int = 40, **train_flags):
@@ -146,18 +158,6 @@ def _parse_float_list(name, value):
         raise LthError(f"--{name} must be comma-separated numbers, got {value!r}") from None
 
 
-def _with_train_flags(command):
-    """Give `command` (which takes **train_flags) the train flags in its signature and help,
-    so that Fire lists and checks them."""
-    own = [p for p in inspect.signature(command).parameters.values() if p.kind != p.VAR_KEYWORD]
-    shared = [p for p in inspect.signature(train).parameters.values() if p.name not in {q.name for q in own}]
-    command.__signature__ = inspect.Signature(own + [p.replace(kind=p.KEYWORD_ONLY) for p in shared])
-    train_args = train.__doc__.split("Args:\n", 1)[1]
-    command.__doc__ = command.__doc__.rstrip() + "\n" + train_args
-    return command
-
-
-imp = _with_train_flags(imp)
 
 
 def _parse_int_list(name, value):
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         fire.Fire(COMMANDS, command=argv, name="lthfast")
     except LthError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 130 if type(exc).__name__ == "Interrupted" else 2
+        return 130 if isinstance(exc, Interrupted) else 2
     except fire.core.FireExit as exc:
         return exc.code
     return 0

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from lthfast import ops
 from lthfast.config import TrainConfig
 from lthfast.data import Dataset, EpochPlan, iterate_eval
-from lthfast.errors import LthError
+from lthfast.errors import Interrupted, LthError
 from lthfast.models import create_model
 from lthfast.pruning import Mask
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
@@ -165,10 +165,6 @@ def _graceful_stop():
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-
-
-class Interrupted(LthError):
-    """Training stopped by a signal after saving a checkpoint."""
 
 
 def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None = None,
