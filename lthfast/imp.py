@@ -243,16 +243,12 @@ class ImpRun:
         return result
 
     def _evaluate(self, weights: dict, recompute_bn: bool, splits=("train", "test")) -> dict:
-        from lthfast.trainer import evaluate, recompute_batchnorm, resolve_device, use_channels_last
+        from lthfast.trainer import build_model, evaluate, recompute_batchnorm, resolve_device, use_channels_last
 
         config = self.config.train
         device = resolve_device(config.device)
         channels_last = use_channels_last(config, device)
-        model = create_model(config.model, config.width)
-        model.load_state_dict(weights)
-        model.to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
+        model = build_model(config, device, weights)
         data = self.data.to(device)
         if recompute_bn:
             recompute_batchnorm(model, data, self.config.bn_batches, config.batch_size,

@@ -49,6 +49,18 @@ def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
     return True if config.channels_last is None else bool(config.channels_last)
 
 
+def build_model(config: TrainConfig, device: torch.device, weights: dict | None = None) -> torch.nn.Module:
+    """The config's model on `device`, in the layout training uses, with `weights` if given
+    (else initialized from config.seed)."""
+    model = create_model(config.model, config.width, seed=config.seed)
+    if weights is not None:
+        model.load_state_dict(weights)
+    model.to(device)
+    if use_channels_last(config, device):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def learning_rate(config: TrainConfig, iteration: int, iters_per_epoch: int) -> float:
     """Step schedule (x gamma at each milestone epoch) with optional linear warmup."""
     lr = config.lr
@@ -190,12 +202,7 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
         torch.backends.cudnn.deterministic = True
     data = data.to(device)
 
-    model = create_model(config.model, config.width, seed=config.seed)
-    if initial_weights is not None:
-        model.load_state_dict(initial_weights)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = build_model(config, device, initial_weights)
     mask = place_mask(model, mask)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
