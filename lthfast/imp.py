@@ -133,12 +133,13 @@ class ImpRun:
         from lthfast.trainer import train
 
         folder = self.level_dir("imp", 0)
-        if not (folder / "level.json").exists():
-            metrics = train(self.config.train, folder, self.data, progress=self.progress,
-                            on_iteration=self.on_iteration)
-            mask = pruning.dense_mask(self._weights(folder / "final.pt"), self.dense_names)
-            atomic_torch_save(pruning.pack(mask), folder / "mask.pt")
-            self._finish_level(folder, "imp", 0, mask, metrics, baseline=None)
+        if self._finished(folder):
+            return folder
+        metrics = train(self.config.train, folder, self.data, progress=self.progress,
+                        on_iteration=self.on_iteration)
+        mask = pruning.dense_mask(load_checkpoint(folder / "final.pt"), self.dense_names)
+        atomic_torch_save(pruning.pack(mask), folder / "mask.pt")
+        self._finish_level(folder, "imp", 0, mask, metrics, baseline=None)
         return folder
 
     def level(self, strategy: str, level: int, density: float | None = None) -> Path:
@@ -152,17 +153,15 @@ class ImpRun:
         if density is not None and strategy not in ("oneshot", "reinit"):
             raise LthError(f"--sparsities applies to oneshot and reinit, not {strategy}")
         folder = self.level_dir(strategy, level, density)
-        if (folder / "level.json").exists():
+        if self._finished(folder):
             return folder
         parent_dir = self._parent(strategy, level, density)
         t_start = time.perf_counter()
-        parent = self._weights(parent_dir / "final.pt")
+        parent = load_checkpoint(parent_dir / "final.pt")
         mask = self._mask(strategy, level, folder, parent_dir, parent, density)
         baseline_weights = pruning.apply_mask_to_weights(parent, mask)
         baseline = self._baseline(folder, baseline_weights)
 
-        rewind_point = self.config.train.rewind_iter
-        rewind = self._weights(self.level_dir("imp", 0) / "rewind.pt")
         if strategy == "finetune":
             config = self.train_config(strategy, level, lr=self.config.finetune_lr, milestones=(),
                                        rewind_iter=None)
@@ -173,7 +172,8 @@ class ImpRun:
             start, start_iter = create_model(config.model, config.width, seed=reinit_seed).state_dict(), 0
         else:
             config = self.train_config(strategy, level, rewind_iter=None)
-            start, start_iter = rewind, rewind_point
+            start = load_checkpoint(self.level_dir("imp", 0) / "rewind.pt")
+            start_iter = self.config.train.rewind_iter
         overhead = time.perf_counter() - t_start
         metrics = train(config, folder, self.data, mask=mask, initial_weights=start,
                         start_iteration=start_iter, progress=self.progress, on_iteration=self.on_iteration)
@@ -209,11 +209,11 @@ class ImpRun:
         else:
             parent_mask = pruning.unpack(load_checkpoint(parent_dir / "mask.pt"))
             total = pruning.total_count(parent_mask)
-            target = round(total * density) if density is not None else \
-                pruning.target_kept(total, self.config.prune_fraction, level)
+            if density is None:  # (1 - f)^k of the total, as pruning.target_kept
+                density = (1 - self.config.prune_fraction) ** level
+            target = round(total * density)
             if target < 1:
-                raise LthError(f"density {density if density is not None else (1 - self.config.prune_fraction) ** level:.3g} "
-                               f"leaves no weight of the {total} prunable ones")
+                raise LthError(f"density {density:.3g} leaves no weight of the {total} prunable ones")
             count = pruning.kept_count(parent_mask) - target
             if count < 0:
                 raise LthError(f"density {density} is above the parent's density {pruning.density(parent_mask):.3g}")
@@ -229,7 +229,7 @@ class ImpRun:
         """imp's mask m_level, computed (and stored in imp's folder) without training imp's level."""
         folder = self.level_dir("imp", level)
         parent_dir = self._parent("imp", level, None)
-        return self._mask("imp", level, folder, parent_dir, self._weights(parent_dir / "final.pt"), None)
+        return self._mask("imp", level, folder, parent_dir, load_checkpoint(parent_dir / "final.pt"), None)
 
     def _baseline(self, folder: Path, weights: dict) -> dict:
         """Store the baseline's weights and evaluate them, with stored and recomputed BN statistics."""
@@ -263,7 +263,7 @@ class ImpRun:
     def _finish_level(self, folder, strategy, level, mask, metrics, baseline, overhead=0.0):
         t = time.perf_counter()
         # The trainer measured test accuracy on the whole test set; add the clean train loss.
-        final = self._evaluate(self._weights(folder / "final.pt"), recompute_bn=False, splits=("train",))
+        final = self._evaluate(load_checkpoint(folder / "final.pt"), recompute_bn=False, splits=("train",))
         record = {
             "run": self.dir.name, "model": self.config.train.model, "seed": self.config.train.seed,
             "strategy": strategy, "level": level, "density": pruning.density(mask),
@@ -280,9 +280,13 @@ class ImpRun:
         atomic_write_json(record, folder / "level.json")
         append_index(self.root, record)
 
-    @staticmethod
-    def _weights(path: Path) -> dict:
-        return load_checkpoint(path)
+    def _finished(self, folder: Path) -> bool:
+        """Whether the level in `folder` is done; a done level is (re)listed in the index, in
+        case a kill came between writing level.json and appending its index line."""
+        if not (folder / "level.json").exists():
+            return False
+        append_index(self.root, read_json(folder / "level.json"))
+        return True
 
 
 def _fixed_sample(x: torch.Tensor, y: torch.Tensor, size: int | None):
@@ -310,8 +314,9 @@ def append_index(root: Path, record: dict) -> None:
     if any((r["run"], r["strategy"], r["folder"]) == key for r in read_index(root)):
         return
     line = json.dumps({k: v for k, v in record.items() if k != "layer_density"}, sort_keys=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with open(path, "a") as f:
-        f.write(line + "\n")
+        f.write(("\n" if torn else "") + line + "\n")
         f.flush()
 
 

@@ -159,3 +159,16 @@ def test_root_holding_another_config_is_an_error(tmp_path):
     (run.dir / "config.json").write_text(json.dumps(make_run(tmp_path / "other", seed=5).config.to_dict()))
     with pytest.raises(LthError, match="holds a run of another config"):
         make_run(tmp_path)
+
+
+def test_index_is_mended_after_a_kill_between_level_and_index(imp_chain):
+    root, run, _ = imp_chain
+    index = root / "index.jsonl"
+    lines = index.read_text().splitlines()
+    imp_lines = [line for line in lines if '"strategy": "imp"' in line]
+    # Lose the last imp line as a kill after level.json would, and tear the line before it.
+    kept = [line for line in lines if line != imp_lines[-1]]
+    index.write_text("\n".join(kept) + "\n" + '{"run": "torn')
+    run.chain("imp", 3)
+    records = [r for r in read_index(root) if r["strategy"] == "imp"]
+    assert sorted(r["level"] for r in records) == [0, 1, 2, 3]
