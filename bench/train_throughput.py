@@ -6,7 +6,8 @@ Runs, side by side in one process on the same data, on the tensors' device:
               default NCHW layout, torch.optim.SGD
   lthfast     lthfast's trainer step: device-resident uint8 data, batched seeded
               augmentation, channels_last, SGD with the pruned entries kept at zero
-              (a random 20%-density mask, the `auto` kernel backend)
+              (a random 20%-density mask; flat parameters and the fused masked SGD
+              kernel of the `auto` backend)
   lthfast-nchw  the same in the default layout (to show what channels_last gives)
   lthfast-bf16  the same under bfloat16 autocast (with --bf16)
 Configurations are interleaved in each repeat; medians over repeats are reported.
@@ -24,10 +25,10 @@ from pathlib import Path
 import torch
 import torchvision.transforms.v2 as T
 
-from lthfast import ops
 from lthfast.config import TrainConfig
 from lthfast.data import MEAN, STD, EpochPlan, synthetic
 from lthfast.models import create_model, prunable_names
+from lthfast.optim import MaskedSGD
 from lthfast.trainer import place_mask, train_step
 
 
@@ -75,8 +76,7 @@ def lthfast_runner(model_name, data, batch_size, device, channels_last, precisio
     params = dict(model.named_parameters())
     g = torch.Generator().manual_seed(0)
     mask = place_mask(model, {n: torch.rand(params[n].shape, generator=g) < 0.2 for n in prunable_names(model)})
-    backend = ops.resolve_backend("auto", device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    opt = MaskedSGD(model, mask, momentum=0.9, weight_decay=1e-4, backend="auto")
     data = data.to(device)
     iteration = 0
 
@@ -87,7 +87,7 @@ def lthfast_runner(model_name, data, batch_size, device, channels_last, precisio
             step.plan = EpochPlan(data.num_train, batch_size, 0, epoch, device)
         x, y = step.plan.batch(data, index, channels_last)
         iteration += 1
-        loss, _ = train_step(model, opt, x, y, mask, backend, config, device)
+        loss, _ = train_step(model, opt, x, y, 0.01, config, device)
         return loss
     return step
 

@@ -56,7 +56,7 @@ def train(model: str = C.model, data: str = C.data, data_dir: str | None = C.dat
         eval_batch_size: batch size of evaluation.
         width: base width (ResNet default 16, VGG 64).
         device: auto, cpu or cuda[:N].
-        backend: kernels: auto, torch (reference), cpp or triton.
+        backend: kernels: auto, torch (reference), cpp (CPU), cuda or triton.
         root: folder of runs (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
         progress: show a progress bar (default: when stderr is a terminal).
     """
@@ -97,7 +97,8 @@ def imp(strategy: str = "imp", levels: int = 12, prune_fraction: float = 0.2, sp
     skips finished levels and resumes inside an interrupted one. Every train flag applies.
 
     Args:
-        strategy: imp, oneshot, finetune, reinit, random-prune or prune-large.
+        strategy: imp, oneshot, finetune, reinit, random-prune, prune-large or
+                finetune-chain (Renda et al.'s chained fine-tuning).
         levels: pruning levels after the dense level 0 (density (1-PRUNE_FRACTION)^k at level k).
         prune_fraction: fraction of the remaining prunable weights removed per level.
         sparsities: oneshot/reinit only: comma-separated fractions of prunable weights to remove, e.g. 0.5,0.8 (default: imp's levels).

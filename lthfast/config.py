@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 from lthfast.errors import LthError
 
-BACKENDS = ("auto", "torch", "cpp", "triton")
+BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 NOT_HASHED = {"device", "backend", "channels_last", "eval_batch_size", "data_dir"}
 PRECISIONS = ("fp32", "bf16")
 

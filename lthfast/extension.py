@@ -29,3 +29,13 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return kernels.AVAILABLE
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_ops():
+    """The CUDA extension module `lthfast._cuda`, or None: it is built only where CUDA is
+    available at install time (see setup.py), so its absence is normal and silent."""
+    try:
+        return importlib.import_module("lthfast._cuda")
+    except ImportError:
+        return None

@@ -14,6 +14,7 @@ runs again, and the training inside a level resumes from its checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,8 +31,12 @@ from lthfast.errors import LthError
 from lthfast.models import create_model, parse_model_name, prunable_names
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
 
-STRATEGIES = ("imp", "oneshot", "finetune", "reinit", "random-prune", "prune-large")
-CHAINS = {"imp": "smallest", "random-prune": "random", "prune-large": "largest"}  # prune their own chain
+STRATEGIES = ("imp", "oneshot", "finetune", "reinit", "random-prune", "prune-large", "finetune-chain")
+# Strategies that prune their own previous solution, and which weights they drop. finetune-chain
+# is Renda et al.'s chained fine-tuning (an option of STUDY.md): prune the fine-tuned net each level.
+CHAINS = {"imp": "smallest", "random-prune": "random", "prune-large": "largest",
+          "finetune-chain": "smallest"}
+FINETUNES = ("finetune", "finetune-chain")  # start from the baseline at the final learning rate
 DEFAULT_REWIND_ITER = {"resnet": 2000, "vgg": 1000}
 
 
@@ -156,28 +161,29 @@ class ImpRun:
         if self._finished(folder):
             return folder
         parent_dir = self._parent(strategy, level, density)
-        t_start = time.perf_counter()
-        parent = load_checkpoint(parent_dir / "final.pt")
-        mask = self._mask(strategy, level, folder, parent_dir, parent, density)
-        baseline_weights = pruning.apply_mask_to_weights(parent, mask)
-        baseline = self._baseline(folder, baseline_weights)
-
-        if strategy == "finetune":
-            config = self.train_config(strategy, level, lr=self.config.finetune_lr, milestones=(),
-                                       rewind_iter=None)
-            start, start_iter = baseline_weights, 0
-        elif strategy == "reinit":
-            reinit_seed = self.config.train.seed + 1_000_003 * level
-            config = self.train_config(strategy, level, rewind_iter=None)
-            start, start_iter = create_model(config.model, config.width, seed=reinit_seed).state_dict(), 0
-        else:
-            config = self.train_config(strategy, level, rewind_iter=None)
-            start = load_checkpoint(self.level_dir("imp", 0) / "rewind.pt")
-            start_iter = self.config.train.rewind_iter
-        overhead = time.perf_counter() - t_start
+        timer = _PhaseTimer()
+        with timer("prune"):
+            parent = load_checkpoint(parent_dir / "final.pt")
+            mask = self._mask(strategy, level, folder, parent_dir, parent, density)
+            baseline_weights = pruning.apply_mask_to_weights(parent, mask)
+        with timer("baseline_eval"):
+            baseline = self._baseline(folder, baseline_weights)
+        with timer("rewind"):
+            if strategy in FINETUNES:
+                config = self.train_config(strategy, level, lr=self.config.finetune_lr, milestones=(),
+                                           rewind_iter=None)
+                start, start_iter = baseline_weights, 0
+            elif strategy == "reinit":
+                reinit_seed = self.config.train.seed + 1_000_003 * level
+                config = self.train_config(strategy, level, rewind_iter=None)
+                start, start_iter = create_model(config.model, config.width, seed=reinit_seed).state_dict(), 0
+            else:
+                config = self.train_config(strategy, level, rewind_iter=None)
+                start = load_checkpoint(self.level_dir("imp", 0) / "rewind.pt")
+                start_iter = self.config.train.rewind_iter
         metrics = train(config, folder, self.data, mask=mask, initial_weights=start,
                         start_iteration=start_iter, progress=self.progress, on_iteration=self.on_iteration)
-        self._finish_level(folder, strategy, level, mask, metrics, baseline, overhead)
+        self._finish_level(folder, strategy, level, mask, metrics, baseline, timer)
         return folder
 
     def chain(self, strategy: str, levels: int, densities: list[float] | None = None) -> list[Path]:
@@ -221,7 +227,10 @@ class ImpRun:
             if kind == "random":
                 mask = pruning.prune_random(parent_mask, count, seed=self.config.train.seed * 1_000_003 + level)
             else:
-                mask = pruning.prune_magnitude(parent, parent_mask, count, largest=(kind == "largest"))
+                # Weights are loaded on the CPU: its fastest backend, or the reference if asked for.
+                backend = "torch" if self.config.train.backend == "torch" else "auto"
+                mask = pruning.prune_magnitude(parent, parent_mask, count, largest=(kind == "largest"),
+                                               backend=backend)
         atomic_torch_save(pruning.pack(mask), path)
         return mask
 
@@ -260,23 +269,27 @@ class ImpRun:
             result[f"{split}_loss"], result[f"{split}_accuracy"] = loss, accuracy
         return result
 
-    def _finish_level(self, folder, strategy, level, mask, metrics, baseline, overhead=0.0):
-        t = time.perf_counter()
-        # The trainer measured test accuracy on the whole test set; add the clean train loss.
-        final = self._evaluate(load_checkpoint(folder / "final.pt"), recompute_bn=False, splits=("train",))
-        record = {
-            "run": self.dir.name, "model": self.config.train.model, "seed": self.config.train.seed,
-            "strategy": strategy, "level": level, "density": pruning.density(mask),
-            "kept_weights": pruning.kept_count(mask),
-            "layer_density": pruning.layer_densities(mask),
-            "collapsed_layers": pruning.collapsed_layers(mask),
-            "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
-            "train_loss": final["train_loss"], "train_accuracy": final["train_accuracy"],
-            "baseline": baseline,
-            "train_seconds": metrics["train_seconds"],
-            "overhead_seconds": overhead + time.perf_counter() - t,
-            "folder": str(folder.relative_to(self.root)),
-        }
+    def _finish_level(self, folder, strategy, level, mask, metrics, baseline, timer=None):
+        timer = timer or _PhaseTimer()
+        with timer("final_eval"):
+            # The trainer measured test accuracy on the whole test set; add the clean train loss.
+            final = self._evaluate(load_checkpoint(folder / "final.pt"), recompute_bn=False, splits=("train",))
+        with timer("record"):
+            record = {
+                "run": self.dir.name, "model": self.config.train.model, "seed": self.config.train.seed,
+                "strategy": strategy, "level": level, "density": pruning.density(mask),
+                "kept_weights": pruning.kept_count(mask),
+                "layer_density": pruning.layer_densities(mask),
+                "collapsed_layers": pruning.collapsed_layers(mask),
+                "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
+                "train_loss": final["train_loss"], "train_accuracy": final["train_accuracy"],
+                "baseline": baseline,
+                "train_seconds": metrics["train_seconds"],
+                "folder": str(folder.relative_to(self.root)),
+            }
+        # Timings cover everything but writing level.json and the index line (about a millisecond).
+        record["overhead_seconds"] = sum(timer.seconds.values())
+        record["overhead_breakdown"] = dict(timer.seconds)
         atomic_write_json(record, folder / "level.json")
         append_index(self.root, record)
 
@@ -287,6 +300,21 @@ class ImpRun:
             return False
         append_index(self.root, read_json(folder / "level.json"))
         return True
+
+
+class _PhaseTimer:
+    """Wall seconds per named phase of a level (the overhead outside training, level.json)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 def _fixed_sample(x: torch.Tensor, y: torch.Tensor, size: int | None):

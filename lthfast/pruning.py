@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lthfast import ops
 from lthfast.errors import LthError
 
 Mask = dict  # parameter name -> bool tensor of the parameter's shape (True = kept)
@@ -21,7 +22,7 @@ def dense_mask(weights: dict, names: list[str]) -> Mask:
 
 
 def kept_count(mask: Mask) -> int:
-    return sum(int(m.sum()) for m in mask.values())
+    return sum(int(torch.count_nonzero(m)) for m in mask.values())
 
 
 def total_count(mask: Mask) -> int:
@@ -69,26 +70,13 @@ def _unflatten(names: list[str], flat_mask: torch.Tensor, like: Mask) -> Mask:
     return out
 
 
-def magnitude_prune_reference(weights: torch.Tensor, mask: torch.Tensor, count: int,
-                              largest: bool = False) -> torch.Tensor:
-    """Plain PyTorch, by a full stable sort: the new flat mask with `count` more entries
-    removed, the smallest |w| (or largest) among the kept ones, ties by lowest index."""
-    if count < 0 or count > int(mask.sum()):
-        raise ValueError(f"cannot prune {count} entries: the mask keeps {int(mask.sum())}")
-    kept_index = torch.nonzero(mask).flatten()
-    magnitudes = weights[kept_index].abs()
-    # Stable sort on the (already index-ordered) kept entries: equal magnitudes keep index order.
-    order = torch.sort(magnitudes, descending=largest, stable=True).indices
-    new_mask = mask.clone()
-    new_mask[kept_index[order[:count]]] = False
-    return new_mask
-
-
-def prune_magnitude(weights: dict, mask: Mask, count: int, largest: bool = False) -> Mask:
-    """Remove `count` more weights, the globally smallest (largest=False) or largest."""
+def prune_magnitude(weights: dict, mask: Mask, count: int, largest: bool = False,
+                    backend: str = "auto") -> Mask:
+    """Remove `count` more weights, the globally smallest (largest=False) or largest, ties
+    by position in the flat order (ops.magnitude_prune: the same mask on every backend)."""
     names, flat_mask, flat_w = _flatten(mask, weights)
-    _check_count(count, int(flat_mask.sum()))
-    return _unflatten(names, magnitude_prune_reference(flat_w, flat_mask, count, largest), mask)
+    _check_count(count, int(torch.count_nonzero(flat_mask)))
+    return _unflatten(names, ops.magnitude_prune(flat_w, flat_mask, count, largest, backend=backend), mask)
 
 
 def prune_random(mask: Mask, count: int, seed: int) -> Mask:

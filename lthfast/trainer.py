@@ -30,6 +30,7 @@ from lthfast.config import TrainConfig
 from lthfast.data import Dataset, EpochPlan, iterate_eval
 from lthfast.errors import Interrupted, LthError
 from lthfast.models import create_model
+from lthfast.optim import MaskedSGD
 from lthfast.pruning import Mask
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
 
@@ -93,25 +94,14 @@ def place_mask(model: torch.nn.Module, mask: Mask | None) -> Mask:
     return {name: torch.empty_like(params[name], dtype=torch.bool).copy_(m) for name, m in mask.items()}
 
 
-def apply_mask(model: torch.nn.Module, mask: Mask, backend: str, grads: bool = False) -> None:
-    """Zero the pruned entries of the weights (or of their gradients)."""
-    params = dict(model.named_parameters())
-    for name, keep in mask.items():
-        target = params[name].grad if grads else params[name].data
-        if target is not None:
-            ops.apply_mask_(target, keep, backend=backend)
-
-
-def train_step(model, optimizer, x, y, mask: Mask, backend: str, config: TrainConfig, device):
+def train_step(model, optimizer: MaskedSGD, x, y, lr: float, config: TrainConfig, device):
     """One SGD step on (x, y) that leaves every pruned weight (and its momentum) exactly zero."""
     with autocast(config, device):
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss.backward()
-    apply_mask(model, mask, backend, grads=True)  # pruned entries get no gradient, so no momentum
-    optimizer.step()
-    apply_mask(model, mask, backend)  # and stay exactly zero whatever the update did
+    optimizer.step(lr)
     return loss, logits
 
 
@@ -137,22 +127,27 @@ def recompute_batchnorm(model, data: Dataset, num_batches: int, batch_size: int,
                         device, channels_last: bool, config: TrainConfig) -> None:
     """Reset BatchNorm running statistics and re-estimate them as an exact average over a
     fixed set of augmented training batches (STUDY.md: pruned or interpolated weights
-    make stored statistics stale)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    make stored statistics stale). `model` may be a list of models: each batch is then
+    drawn once and fed to all of them."""
+    models = model if isinstance(model, (list, tuple)) else [model]
+    bns = [m for net in models for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved_momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch counts equally
-    was_training = model.training
-    model.train()
+    was_training = [net.training for net in models]
+    for net in models:
+        net.train()
     plan = EpochPlan(data.num_train, batch_size, seed, 0, device)
     with autocast(config, device):
         for index in range(min(num_batches, plan.num_batches)):
             x, _ = plan.batch(data, index, channels_last)
-            model(x)
+            for net in models:
+                net(x)
     for bn, momentum in zip(bns, saved_momenta):
         bn.momentum = momentum
-    model.train(was_training)
+    for net, training in zip(models, was_training):
+        net.train(training)
 
 
 class _StopRequest:
@@ -203,9 +198,8 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
     data = data.to(device)
 
     model = build_model(config, device, initial_weights)
-    mask = place_mask(model, mask)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    optimizer = MaskedSGD(model, place_mask(model, mask), config.momentum, config.weight_decay,
+                          config.nesterov, backend)
 
     iters_per_epoch = math.ceil(data.num_train / config.batch_size)
     total_iters = config.epochs * iters_per_epoch
@@ -223,7 +217,6 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(ckpt["state"])
-    apply_mask(model, mask, backend)
 
     def save_checkpoint():
         atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -280,9 +273,8 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
                                  epoch, device)
                 plan_epoch = epoch
             x, y = plan.batch(data, batch_index, channels_last)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, it, iters_per_epoch)
-            loss, logits = train_step(model, optimizer, x, y, mask, backend, config, device)
+            lr = learning_rate(config, it, iters_per_epoch)
+            loss, logits = train_step(model, optimizer, x, y, lr, config, device)
             running[0] += loss.detach().double() * y.shape[0]
             running[1] += (logits.argmax(1) == y).sum()
             state["epoch_seen"] += y.shape[0]
@@ -298,7 +290,7 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
                     save_weights("rewind.pt")
                 if at_epoch_end:
                     _end_epoch(state, config, model, data, device, channels_last, epoch,
-                               total_iters, iters_per_epoch, optimizer, bar)
+                               total_iters, iters_per_epoch, lr, bar)
                 save_checkpoint()
                 if at_epoch_end:
                     write_metrics(finished=False)
@@ -310,6 +302,12 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
                 raise Interrupted(f"interrupted at iteration {state['iteration']}/{total_iters}; "
                                   f"checkpoint saved in {run_dir}; run the same command to resume")
     bar.close()
+    if not state["history"] or "test_loss" not in state["history"][-1]:
+        # No epoch ended here (training started at its last iteration): still measure the result.
+        t = time.perf_counter()
+        loss, accuracy = evaluate(model, data.test_x, data.test_y, config, device, channels_last)
+        state["history"].append({"epoch": config.epochs, "iteration": state["iteration"], "test_loss": loss,
+                                 "test_accuracy": accuracy, "eval_seconds": time.perf_counter() - t})
     save_weights("final.pt")
     write_metrics(finished=True)
     checkpoint_path.unlink(missing_ok=True)  # final.pt and metrics.json hold all that is needed now
@@ -317,11 +315,11 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
 
 
 def _end_epoch(state, config, model, data, device, channels_last, epoch, total_iters,
-               iters_per_epoch, optimizer, bar):
+               iters_per_epoch, lr, bar):
     entry = {
         "epoch": epoch + 1,
         "iteration": state["iteration"],
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": lr,  # of the epoch's last step
         "train_loss": state["epoch_loss"] / max(1, state["epoch_seen"]),
         "train_accuracy": state["epoch_correct"] / max(1, state["epoch_seen"]),
         "images_per_second": state["images_trained"] / max(state["train_seconds"], 1e-9),

@@ -99,6 +99,21 @@ def test_finetune_and_reinit_branch_off_imp_with_its_masks(imp_chain):
     assert "finetune" in summary and "reinit" in summary
 
 
+def test_finetune_chain_prunes_its_own_finetuned_solutions(imp_chain):
+    _, run, folders = imp_chain
+    first, second = run.chain("finetune-chain", 2)[1:]
+    # Level 1 prunes theta_0 as imp does; level 2 prunes finetune-chain's own level 1.
+    assert all(torch.equal(mask_of(first)[n], mask_of(folders[1])[n]) for n in mask_of(first))
+    parent = load_tensors(first / "final.pt")
+    parent_mask = mask_of(first)
+    count = pruning.kept_count(parent_mask) - pruning.target_kept(pruning.total_count(parent_mask), 0.2, 2)
+    expected = pruning.prune_magnitude(parent, parent_mask, count)
+    assert all(torch.equal(expected[n], mask_of(second)[n]) for n in expected)
+    # Trained from iteration 0 (not the rewind point) at the constant fine-tuning rate.
+    history = json.loads((second / "metrics.json").read_text())["history"]
+    assert history[0]["iteration"] == 4 and {h["lr"] for h in history} == {0.001}
+
+
 def test_random_prune_is_seeded(tmp_path, imp_chain):
     _, run, _ = imp_chain
     a = mask_of(run.level("random-prune", 1))

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from lthfast.errors import LthError
+from lthfast.ops import magnitude_prune, magnitude_prune_reference
 from lthfast.models import create_model, prunable_names
 from lthfast.pruning import (collapsed_layers, dense_mask, density, kept_count, layer_densities,
-                             magnitude_prune_reference, pack, prune_magnitude, prune_random,
+                             pack, prune_magnitude, prune_random,
                              target_kept, total_count, unpack, apply_mask_to_weights)
 
 
@@ -37,7 +38,7 @@ def test_reference_prune_matches_a_full_sort_with_ties(size, largest):
 
 def test_reference_prune_rejects_too_large_counts():
     with pytest.raises(ValueError, match="cannot prune 4 entries: the mask keeps 3"):
-        magnitude_prune_reference(torch.ones(5), torch.tensor([1, 1, 1, 0, 0], dtype=torch.bool), 4)
+        magnitude_prune(torch.ones(5), torch.tensor([1, 1, 1, 0, 0], dtype=torch.bool), 4, backend="torch")
 
 
 def test_iterative_density_is_0_8_to_the_k_within_one_weight():

@@ -9,7 +9,8 @@ from lthfast.errors import LthError
 from lthfast.models import create_model, prunable_names
 from lthfast.runs import run_dir_for, train_run
 from lthfast.storage import load_tensors, read_json
-from lthfast.trainer import learning_rate, train
+from lthfast.flat import FlatParameters
+from lthfast.trainer import build_model, learning_rate, place_mask, train
 
 # 256 synthetic images at batch 64: 4 steps an epoch, a few seconds a run on a laptop CPU.
 SMALL = dict(model="resnet8", data="synthetic", train_subset=256, batch_size=64, epochs=3,
@@ -67,12 +68,11 @@ def test_momentum_of_pruned_entries_stays_zero(tmp_path):
     mask = random_mask(config, seed=4)
     with pytest.raises(Crash):
         train(config, tmp_path, small_data(), mask=mask, on_iteration=crash_at(5))
-    ckpt = load_tensors(tmp_path / "checkpoint.pt")
-    names = [n for n, _ in create_model(config.model).named_parameters()]
-    for index, name in enumerate(names):
-        if name in mask:
-            buf = ckpt["optimizer"]["state"][index]["momentum_buffer"]
-            assert torch.all(buf[~mask[name]] == 0), name
+    buffer = load_tensors(tmp_path / "checkpoint.pt")["optimizer"]["momentum_buffer"]
+    flat = FlatParameters(build_model(config, torch.device("cpu")))
+    keep = flat.flat_mask(place_mask(create_model(config.model), mask))
+    assert torch.all(buffer[~keep] == 0)
+    assert torch.count_nonzero(buffer[keep]) > 0.9 * keep.sum()  # kept entries do carry momentum
 
 
 @pytest.mark.parametrize("crash_iteration", [3, 5, 8])  # mid-epoch, mid-epoch, epoch boundary
@@ -158,12 +158,13 @@ def test_backends_agree(tmp_path):
     config = small_config(epochs=1)
     mask = random_mask(config)
     results = {}
-    for backend in ("torch", "cpp"):
+    for backend in ("torch", "cpp", "triton"):
         train(TrainConfig(**{**SMALL, "epochs": 1, "backend": backend}), tmp_path / backend,
               small_data(), mask=mask)
         results[backend] = weights(tmp_path / backend / "final.pt")
-    for k in results["torch"]:
-        torch.testing.assert_close(results["torch"][k], results["cpp"][k], rtol=1e-6, atol=1e-7)
+    for backend in ("cpp", "triton"):
+        for k in results["torch"]:
+            torch.testing.assert_close(results[backend][k], results["torch"][k], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("field,value,message", [

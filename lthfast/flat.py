@@ -1,0 +1,78 @@
+"""Flat parameter storage: a model's parameters and gradients as views into one buffer each.
+
+With every parameter (and its gradient) living in one contiguous buffer, and a keep-mask
+laid out the same way, one kernel call updates a whole model (ops.masked_sgd_) instead of
+one small launch per tensor. Each view keeps its parameter's strides (channels_last or not),
+so the flat buffer holds the parameters exactly as their storages did, one after another.
+
+    flat = FlatParameters(model)            # after model.to(device, memory_format)
+    flat.params, flat.grads                  # 1-D tensors of flat.numel entries
+    flat.flat_mask({"conv.weight": keep})   # 1-D bool, True for every unpruned entry
+    flat.slices["conv.weight"]               # (offset, numel) of a parameter in the buffer
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _dense_strides(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
+class FlatParameters:
+    """Re-homes `model`'s parameters (and gradients) into one flat buffer each.
+
+    The model must not be moved or re-laid out afterwards (`.to()` would allocate new
+    storages and break the views). All parameters must share one dtype and device.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        named = [(n, p) for n, p in model.named_parameters()]
+        if not named:
+            raise ValueError("model has no parameters")
+        dtypes = {p.dtype for _, p in named}
+        devices = {p.device for _, p in named}
+        if len(dtypes) != 1 or len(devices) != 1:
+            raise ValueError(f"flat storage needs one dtype and device, got {dtypes} and {devices}")
+        for n, p in named:
+            if not _dense_strides(p):
+                raise ValueError(f"parameter {n} is neither contiguous nor channels_last")
+        self.names = [n for n, _ in named]
+        self.shapes = {n: p.shape for n, p in named}
+        self.strides = {n: p.stride() for n, p in named}
+        self.slices: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for n, p in named:
+            self.slices[n] = (offset, p.numel())
+            offset += p.numel()
+        self.numel = offset
+        dtype, device = dtypes.pop(), devices.pop()
+        self.params = torch.empty(self.numel, dtype=dtype, device=device)
+        self.grads = torch.zeros(self.numel, dtype=dtype, device=device)
+        with torch.no_grad():
+            for n, p in named:
+                view = self.view(self.params, n)
+                view.copy_(p)
+                p.data = view
+                # backward accumulates in place into an existing .grad: into the flat buffer.
+                p.grad = self.view(self.grads, n)
+
+    def view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        """Parameter `name`'s part of a flat buffer, shaped and strided like the parameter."""
+        offset, size = self.slices[name]
+        return flat[offset:offset + size].as_strided(self.shapes[name], self.strides[name])
+
+    def flat_mask(self, mask: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """A flat bool keep-mask over all parameters: entries not in `mask` are kept."""
+        flat = torch.ones(self.numel, dtype=torch.bool, device=self.params.device)
+        for name, keep in (mask or {}).items():
+            if name not in self.slices:
+                raise ValueError(f"mask names {name!r}, which the model does not have")
+            if tuple(keep.shape) != tuple(self.shapes[name]):
+                raise ValueError(f"mask for {name} has shape {tuple(keep.shape)}, "
+                                 f"the parameter {tuple(self.shapes[name])}")
+            self.view(flat, name).copy_(keep)
+        return flat
+
+    def zero_grad(self) -> None:
+        self.grads.zero_()
