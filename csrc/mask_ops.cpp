@@ -24,10 +24,16 @@ void check_flat(const torch::Tensor& t, const char* name, const torch::Tensor& l
   TORCH_CHECK(t.numel() == like.numel(), name, " has ", t.numel(), " entries, expected ", like.numel());
 }
 
-// keep ? value : 0 as a bit-and: the compiler vectorizes it (a ?: on floats is not
-// if-converted without SSE4.1 blends, so it stays a branch), and NaN or inf in a pruned
-// entry still becomes exactly zero, unlike a multiply by the mask.
-inline float keep_or_zero(float value, uint8_t keep) {
+// keep ? value : 0. For float, as a bit-and: the compiler vectorizes it (a ?: on floats is
+// not if-converted without SSE4.1 blends, so it stays a branch). Either way NaN or inf in a
+// pruned entry becomes exactly zero, unlike a multiply by the mask.
+template <typename scalar_t>
+inline scalar_t keep_or_zero(scalar_t value, uint8_t keep) {
+  return keep ? value : scalar_t(0);
+}
+
+template <>
+inline float keep_or_zero<float>(float value, uint8_t keep) {
   uint32_t bits;
   std::memcpy(&bits, &value, sizeof(bits));
   bits &= 0u - static_cast<uint32_t>(keep != 0);
@@ -41,7 +47,7 @@ template <typename scalar_t>
 void apply_mask_kernel(scalar_t* __restrict__ data, const uint8_t* __restrict__ keep, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
-    data[i] = static_cast<scalar_t>(keep_or_zero(static_cast<float>(data[i]), keep[i]));
+    data[i] = keep_or_zero<scalar_t>(data[i], keep[i]);
   }
 }
 
@@ -74,8 +80,8 @@ void masked_sgd_kernel(scalar_t* __restrict__ p, const scalar_t* __restrict__ g,
     const float buf = momentum * static_cast<float>(b[i]) + grad;
     const float step = kNesterov ? grad + momentum * buf : buf;
     const float updated = param - lr * step;
-    p[i] = static_cast<scalar_t>(keep_or_zero(updated, keep[i]));
-    b[i] = static_cast<scalar_t>(keep_or_zero(buf, keep[i]));
+    p[i] = static_cast<scalar_t>(keep_or_zero<float>(updated, keep[i]));
+    b[i] = static_cast<scalar_t>(keep_or_zero<float>(buf, keep[i]));
   }
 }
 

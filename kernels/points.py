@@ -1,7 +1,7 @@
 """Triton kernel: K interpolation points theta(a_k) = lerp(theta_A, theta_B, a_k) at once.
 
 Writes out[k, i] for every point k and entry i in one launch (a 2-D grid), with
-torch.lerp's formula, exact at both ends: a < 0.5: A + a (B - A), else B - (B - A)(1 - a).
+torch.lerp's formula, exact at both ends: |a| < 0.5: A + a (B - A), else B - (B - A)(1 - a).
 """
 import torch
 import triton
@@ -19,7 +19,7 @@ def _lerp_points_kernel(a_ptr, b_ptr, alpha_ptr, out_ptr, n, BLOCK: tl.constexpr
     b = tl.load(b_ptr + offsets, mask=in_range, other=0.0).to(tl.float32)
     weight = tl.load(alpha_ptr + k)
     diff = b - a
-    value = tl.where(weight < 0.5, a + weight * diff, b - diff * (1.0 - weight))
+    value = tl.where(tl.abs(weight) < 0.5, a + weight * diff, b - diff * (1.0 - weight))
     tl.store(out_ptr + k.to(tl.int64) * n + offsets, value.to(out_ptr.dtype.element_ty), mask=in_range)
 
 

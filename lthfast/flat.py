@@ -38,6 +38,7 @@ class FlatParameters:
             if not _dense_strides(p):
                 raise ValueError(f"parameter {n} is neither contiguous nor channels_last")
         self.names = [n for n, _ in named]
+        self._params = named
         self.shapes = {n: p.shape for n, p in named}
         self.strides = {n: p.stride() for n, p in named}
         self.slices: dict[str, tuple[int, int]] = {}
@@ -76,3 +77,13 @@ class FlatParameters:
 
     def zero_grad(self) -> None:
         self.grads.zero_()
+
+    def check_gradients(self) -> None:
+        """Raise if a gradient no longer lives in the flat buffer: `model.zero_grad()` (which
+        sets .grad to None), `p.grad = ...` or backward(create_graph=True) replace it, and the
+        flat update would then silently see zeros."""
+        for name, p in self._params:
+            offset, _ = self.slices[name]
+            if p.grad is None or p.grad.data_ptr() != self.grads[offset:].data_ptr():
+                raise RuntimeError(f"the gradient of {name} left the flat buffer; clear gradients with "
+                                   "FlatParameters.zero_grad(), not model.zero_grad()")

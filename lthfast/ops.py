@@ -13,6 +13,7 @@ floating-point rounding for masked_sgd_ and exactly for the masks.
 """
 from __future__ import annotations
 
+import operator
 import os
 
 import torch
@@ -40,8 +41,10 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "torch"
 
 
-def _runnable_backend(backend: str, device: torch.device) -> str:
-    """resolve_backend, then a ValueError if that backend cannot run on `device` here."""
+def runnable_backend(backend: str, device: torch.device, cuda_kernel: bool = True) -> str:
+    """resolve_backend, then a ValueError if that backend cannot run on `device` here.
+    cuda_kernel=False: the op has no kernel in the CUDA extension (its `cuda` backend is
+    ATen's own CUDA kernel), so only the device is checked."""
     backend = resolve_backend(backend, device)
     if backend == "cpp":
         if cpp_ops() is None:
@@ -51,11 +54,13 @@ def _runnable_backend(backend: str, device: torch.device) -> str:
     elif backend == "cuda":
         if device.type != "cuda":
             raise ValueError(f"backend 'cuda' runs on CUDA tensors, tensors are on {device}")
-        if cuda_ops() is None:
+        if cuda_kernel and cuda_ops() is None:
             raise ValueError("backend 'cuda' requested but the CUDA extension was not built")
     elif backend == "triton":
         if not triton_available():
             raise ValueError("backend 'triton' requested but Triton is not installed")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"backend 'triton' runs on CUDA (or, interpreted, CPU) tensors, not {device}")
         if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("backend 'triton' on CPU tensors needs TRITON_INTERPRET=1")
     return backend
@@ -84,7 +89,7 @@ def apply_mask_reference_(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 def apply_mask_(tensor: torch.Tensor, mask: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Zero, in place, the entries of `tensor` where the bool `mask` is False."""
     _check_mask_args(tensor, mask)
-    backend = _runnable_backend(backend, tensor.device)
+    backend = runnable_backend(backend, tensor.device, cuda_kernel=False)
     if backend in ("torch", "cuda"):  # on CUDA, masked_fill_ already is one fused kernel
         return apply_mask_reference_(tensor, mask)
     if backend == "cpp":
@@ -144,7 +149,7 @@ def masked_sgd_(params: torch.Tensor, grads: torch.Tensor, momentum_buf: torch.T
     for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    backend = _runnable_backend(backend, params.device)
+    backend = runnable_backend(backend, params.device)
     args = (params.view(-1), grads.view(-1), momentum_buf.view(-1), mask.view(-1), float(lr),
             float(momentum), float(weight_decay), bool(nesterov))
     if backend == "torch":
@@ -200,7 +205,7 @@ def _select_by_histogram(weights, mask, count, largest, histogram) -> torch.Tens
 
 def magnitude_prune(weights: torch.Tensor, mask: torch.Tensor, count: int, largest: bool = False,
                     backend: str = "auto") -> torch.Tensor:
-    """The new flat mask with exactly `count` more entries removed: the smallest |w| (or,
+    """The new mask (shaped like `mask`) with exactly `count` more entries removed: the smallest |w| (or,
     with largest=True, the largest) among the entries `mask` keeps, over the whole buffer,
     ties broken by lowest index, so that every backend returns the same mask.
 
@@ -209,12 +214,16 @@ def magnitude_prune(weights: torch.Tensor, mask: torch.Tensor, count: int, large
     _check_flat(mask, weights=weights)
     if weights.dtype not in SGD_DTYPES:
         raise ValueError(f"weights must be float32 or bfloat16, got {weights.dtype}")
-    if isinstance(count, bool) or not isinstance(count, int):
+    try:
+        count = operator.index(count)  # ints, numpy and 0-d integer tensors; not floats or bools
+    except TypeError:
+        raise ValueError(f"count must be an integer, got {count!r}") from None
+    if isinstance(count, bool):
         raise ValueError(f"count must be an integer, got {count!r}")
     kept = int(torch.count_nonzero(mask))  # (mask.sum() is 20x slower on bool)
     if not 0 <= count <= kept:
         raise ValueError(f"cannot prune {count} entries: the mask keeps {kept}")
-    backend = _runnable_backend(backend, weights.device)
+    backend = runnable_backend(backend, weights.device)
     weights, flat_mask = weights.reshape(-1).float().contiguous(), mask.reshape(-1)
     if backend == "torch":
         out = magnitude_prune_reference(weights, flat_mask, count, largest)
@@ -247,8 +256,8 @@ def lerp_points(theta_a: torch.Tensor, theta_b: torch.Tensor, alphas: torch.Tens
     as rows of a [K, n] tensor written in one pass (into `out` if given), with torch.lerp's
     formula, so that a = 0 and a = 1 give theta_a and theta_b exactly."""
     for name, t in (("theta_a", theta_a), ("theta_b", theta_b)):
-        if not t.is_floating_point() or t.dim() != 1 or not t.is_contiguous():
-            raise ValueError(f"{name} must be a contiguous 1-D floating-point tensor")
+        if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous 1-D float32 tensor, got {t.dtype} {tuple(t.shape)}")
     if theta_b.shape != theta_a.shape or theta_b.dtype != theta_a.dtype:
         raise ValueError(f"theta_a and theta_b differ: {theta_a.dtype} {tuple(theta_a.shape)} vs "
                          f"{theta_b.dtype} {tuple(theta_b.shape)}")
@@ -260,8 +269,8 @@ def lerp_points(theta_a: torch.Tensor, theta_b: torch.Tensor, alphas: torch.Tens
     if out is not None and (tuple(out.shape) != shape or out.dtype != theta_a.dtype
                             or out.device != theta_a.device or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous {theta_a.dtype} tensor of shape {shape} on {theta_a.device}")
-    backend = _runnable_backend(backend, theta_a.device)
-    if backend == "triton" or (backend == "cuda" and triton_available()):
+    backend = runnable_backend(backend, theta_a.device, cuda_kernel=False)
+    if backend == "triton":
         out = torch.empty(shape, dtype=theta_a.dtype, device=theta_a.device) if out is None else out
         from lthfast.kernels import points
         points.lerp_points(theta_a, theta_b, alphas.to(torch.float32).contiguous(), out)
@@ -269,8 +278,8 @@ def lerp_points(theta_a: torch.Tensor, theta_b: torch.Tensor, alphas: torch.Tens
     if backend == "torch":
         result = lerp_points_reference(theta_a, theta_b, alphas)
         return result if out is None else out.copy_(result)
-    # cpp (and cuda without Triton): ATen's lerp broadcast over the K rows already is one
-    # fused pass writing straight into `out`, so the C++ extension adds no kernel here.
+    # cpp and cuda: ATen's lerp broadcast over the K rows already is one fused pass writing
+    # straight into `out`, so the extensions add no kernel of their own here.
     out = torch.empty(shape, dtype=theta_a.dtype, device=theta_a.device) if out is None else out
     weights = alphas.to(device=theta_a.device, dtype=theta_a.dtype)[:, None]
     return torch.lerp(theta_a.expand(shape), theta_b.expand(shape), weights.expand(shape), out=out)

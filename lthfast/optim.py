@@ -33,15 +33,19 @@ class MaskedSGD:
         self.flat.zero_grad()
 
     def step(self, lr: float) -> None:
+        self.flat.check_gradients()
         ops.masked_sgd_(self.flat.params, self.flat.grads, self.momentum_buffer, self.keep, lr,
                         self.momentum, self.weight_decay, self.nesterov, backend=self.backend)
 
     def state_dict(self) -> dict:
-        return {"momentum_buffer": self.momentum_buffer}
+        # Per parameter in its logical (contiguous) layout: a resume may use another memory
+        # layout (channels_last is not part of a run's identity), so raw flat order won't do.
+        return {"momentum": {n: self.flat.view(self.momentum_buffer, n).contiguous() for n in self.flat.names}}
 
     def load_state_dict(self, state: dict) -> None:
-        if "momentum_buffer" in state:
-            self.momentum_buffer.copy_(state["momentum_buffer"])
+        if "momentum" in state:
+            for name in self.flat.names:
+                self.flat.view(self.momentum_buffer, name).copy_(state["momentum"][name])
             return
         # A torch.optim.SGD state dict (checkpoints of lthfast <= 0.1): buffers by parameter index.
         buffers = state.get("state", {})

@@ -189,8 +189,10 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
         if metrics.get("finished"):
             return metrics  # never train a finished run again, never overwrite its results
     device = resolve_device(config.device)
-    ops.check_backend(config.backend)
-    backend = ops.resolve_backend(config.backend, device)
+    try:
+        backend = ops.runnable_backend(config.backend, device)
+    except ValueError as exc:
+        raise LthError(f"--backend {config.backend}: {exc}") from None
     channels_last = use_channels_last(config, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -223,7 +225,9 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
                            "state": state}, checkpoint_path)
 
     def save_weights(name):
-        atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        # Copies: on the CPU, parameters are views into one flat buffer, which torch.save would
+        # otherwise write whole with every tensor.
+        atomic_torch_save({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()},
                           run_dir / name)
 
     def write_metrics(finished: bool):

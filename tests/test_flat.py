@@ -77,3 +77,27 @@ def test_masked_sgd_trains_like_torch_sgd_with_the_mask(backend):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=n)
         if n in mask:
             assert torch.all(p[~mask[n]] == 0)
+
+
+def test_momentum_survives_a_resume_in_another_memory_layout():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 3])
+    first = create_model("resnet8", seed=0).to(memory_format=torch.channels_last)
+    optimizer = MaskedSGD(first, None, momentum=0.9, weight_decay=0.0)
+    optimizer.zero_grad()
+    F.cross_entropy(first(x.contiguous(memory_format=torch.channels_last)), y).backward()
+    optimizer.step(0.1)
+    resumed = create_model("resnet8", seed=0)  # default layout this time
+    again = MaskedSGD(resumed, None, momentum=0.9, weight_decay=0.0)
+    again.load_state_dict(optimizer.state_dict())
+    for name in optimizer.flat.names:
+        assert torch.equal(again.flat.view(again.momentum_buffer, name),
+                           optimizer.flat.view(optimizer.momentum_buffer, name)), name
+
+
+def test_a_gradient_that_left_the_flat_buffer_is_an_error():
+    model = create_model("resnet8", seed=0)
+    optimizer = MaskedSGD(model, None, momentum=0.9, weight_decay=0.0)
+    model.zero_grad()  # sets .grad to None: the flat buffer would silently see zeros
+    with pytest.raises(RuntimeError, match="left the flat buffer"):
+        optimizer.step(0.1)

@@ -12,7 +12,7 @@ SIZES = [0, 1, 7, 1023, 1025, 100_003]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_apply_mask_matches_reference(backend, size, dtype):
     g = torch.Generator().manual_seed(size)
     x = torch.randn(size, generator=g).to(dtype)
