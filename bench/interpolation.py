@@ -46,8 +46,10 @@ def sequential_curve(theta_a, theta_b, alphas, model_name, data, x, y, settings,
 
 def main(model: str = "resnet20", points: int = 21, images: int = 10_000, bn_batches: int = 8,
          repeats: int = 3, chunk: int | None = None, device: str = "auto", stack: str = "auto",
+         check_images: int = 500,
          out: str = "bench/results/interpolation.json"):
-    """Median seconds per curve of `points` points on `images` test images, both paths."""
+    """Median seconds per curve of `points` points on `images` test images, both paths
+    (checked equal on the first `check_images` images before timing)."""
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
     data = synthetic(num_train=max(bn_batches * 128, 128), num_test=images).to(device)
@@ -57,13 +59,13 @@ def main(model: str = "resnet20", points: int = 21, images: int = 10_000, bn_bat
     settings = EvalSettings(bn_batches=bn_batches, chunk=chunk, device=str(device), stack=stack)
     x, y = data.test_x, data.test_y
 
-    def batched():
-        return interpolate(theta_a, theta_b, alphas, model, None, data, x, y, settings)["loss"]
+    def batched(n=None):
+        return interpolate(theta_a, theta_b, alphas, model, None, data, x[:n], y[:n], settings)["loss"]
 
-    def sequential():
-        return sequential_curve(theta_a, theta_b, alphas, model, data, x, y, settings, device)
+    def sequential(n=None):
+        return sequential_curve(theta_a, theta_b, alphas, model, data, x[:n], y[:n], settings, device)
 
-    check = torch.tensor(batched()), torch.tensor(sequential())
+    check = torch.tensor(batched(check_images)), torch.tensor(sequential(check_images))  # correctness first
     if not torch.allclose(*check, rtol=1e-4, atol=1e-4):
         raise SystemExit(f"batched and sequential curves differ: {check}")
     times = {"sequential": [], "batched": []}
