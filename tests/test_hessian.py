@@ -1,0 +1,86 @@
+"""Sharpness and distance against exact answers on small explicit cases."""
+import math
+
+import pytest
+import torch
+
+from lthfast.hessian import distance, hessian_vector_product, hutchinson_trace, top_eigenvalue
+
+
+def quadratic(matrix):
+    """loss(w) = 1/2 w^T A w over one parameter 'w': its Hessian is exactly A."""
+    return lambda params: 0.5 * params["w"] @ matrix @ params["w"]
+
+
+def spd(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    eigenvalues = torch.linspace(0.5, 10.0, n, dtype=torch.float64)
+    return q @ torch.diag(eigenvalues) @ q.T, eigenvalues
+
+
+def test_hessian_vector_product_of_a_quadratic_is_the_matrix_times_v():
+    a, _ = spd(6)
+    v = {"w": torch.randn(6, dtype=torch.float64)}
+    hv = hessian_vector_product(quadratic(a), {"w": torch.randn(6, dtype=torch.float64)}, v)
+    torch.testing.assert_close(hv["w"], a @ v["w"])
+
+
+def test_top_eigenvalue_matches_the_exact_one():
+    a, eigenvalues = spd(8)
+    result = top_eigenvalue(quadratic(a), {"w": torch.zeros(8, dtype=torch.float64)}, tolerance=1e-10,
+                            max_iterations=500)
+    assert result.value == pytest.approx(float(eigenvalues.max()), rel=1e-6)
+    assert result.relative_change < 1e-9 and result.iterations > 1
+
+
+def test_hutchinson_trace_converges_to_the_exact_trace():
+    a, eigenvalues = spd(10)
+    result = hutchinson_trace(quadratic(a), {"w": torch.zeros(10, dtype=torch.float64)}, samples=2000)
+    exact = float(eigenvalues.sum())
+    assert abs(result.value - exact) < 4 * result.standard_error + 1e-9
+    assert result.standard_error < 0.05 * exact
+
+
+def test_pruned_weights_never_move_and_restrict_the_spectrum():
+    a, _ = spd(6)
+    mask = {"w": torch.tensor([True, False, True, True, False, True])}
+    params = {"w": torch.zeros(6, dtype=torch.float64)}
+    hv = hessian_vector_product(quadratic(a), params, {"w": torch.randn(6, dtype=torch.float64)}, mask)
+    assert torch.all(hv["w"][~mask["w"]] == 0)
+    kept = mask["w"].nonzero().flatten()
+    sub = a[kept][:, kept]
+    exact_top = float(torch.linalg.eigvalsh(sub).max())
+    assert top_eigenvalue(quadratic(a), params, mask, tolerance=1e-12, max_iterations=1000).value == \
+        pytest.approx(exact_top, rel=1e-6)
+    trace = hutchinson_trace(quadratic(a), params, mask, samples=3000)
+    assert abs(trace.value - float(torch.trace(sub))) < 4 * trace.standard_error + 1e-9
+
+
+def test_distance_over_unpruned_weights():
+    a = {"w": torch.tensor([3.0, 0.0, 4.0]), "b": torch.tensor([1.0])}
+    b = {"w": torch.tensor([0.0, 9.0, 0.0]), "b": torch.tensor([5.0])}
+    mask = {"w": torch.tensor([True, False, True])}
+    result = distance(a, b, mask)
+    assert result["l2"] == pytest.approx(5.0) and result["relative"] == pytest.approx(1.0)
+    assert distance(a, a)["l2"] == 0
+    assert distance(a, b)["l2"] == pytest.approx(math.sqrt(9 + 81 + 16 + 16))
+
+
+def test_model_hessian_in_chunks_equals_one_chunk_and_keeps_pruned_weights_still():
+    from lthfast.hessian import model_loss
+    from lthfast.models import create_model, prunable_names
+
+    model = create_model("resnet8", width=4, seed=0).double()
+    names = prunable_names(model)
+    params = {n: p.detach() for n, p in model.named_parameters() if n in names}
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, 3, 32, 32, generator=g, dtype=torch.float64), torch.randint(0, 10, (12,), generator=g)
+    mask = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in params.items()}
+    v = {n: torch.randn(p.shape, generator=g, dtype=torch.float64) for n, p in params.items()}
+    whole = hessian_vector_product(model_loss(model, names, x, y, chunk_size=12), params, v, mask)
+    chunks = hessian_vector_product(model_loss(model, names, x, y, chunk_size=5), params, v, mask)
+    for n in params:
+        torch.testing.assert_close(chunks[n], whole[n], rtol=1e-9, atol=1e-12)
+        assert torch.all(whole[n][~mask[n]] == 0)
+    assert any(torch.count_nonzero(whole[n]) > 0 for n in params)
