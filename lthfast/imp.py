@@ -211,7 +211,9 @@ class ImpRun:
         if path.exists():
             return pruning.unpack(load_checkpoint(path))
         if strategy in ("finetune", "reinit") and density is None:
-            mask = self._imp_mask(level)  # branches off imp: the same mask m_k
+            # Branches off imp: the same mask m_k, computed (and stored in imp's folder) without
+            # training imp's level; parent_dir and parent already are imp's theta_{k-1}.
+            mask = self._mask("imp", level, self.level_dir("imp", level), parent_dir, parent, None)
         else:
             parent_mask = pruning.unpack(load_checkpoint(parent_dir / "mask.pt"))
             total = pruning.total_count(parent_mask)
@@ -233,12 +235,6 @@ class ImpRun:
                                                backend=backend)
         atomic_torch_save(pruning.pack(mask), path)
         return mask
-
-    def _imp_mask(self, level: int):
-        """imp's mask m_level, computed (and stored in imp's folder) without training imp's level."""
-        folder = self.level_dir("imp", level)
-        parent_dir = self._parent("imp", level, None)
-        return self._mask("imp", level, folder, parent_dir, load_checkpoint(parent_dir / "final.pt"), None)
 
     def _baseline(self, folder: Path, weights: dict) -> dict:
         """Store the baseline's weights and evaluate them, with stored and recomputed BN statistics."""
