@@ -170,7 +170,13 @@ def _parse_int_list(name, value):
         raise LthError(f"--{name} must be comma-separated integers, got {value!r}") from None
 
 
-COMMANDS = {"train": train, "imp": imp, "summary": summary}
+def _analyses():
+    from lthfast.cli_analyze import ANALYSES
+
+    return ANALYSES
+
+
+COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": _analyses()}
 
 
 def _check_flags(argv: list[str]) -> None:
@@ -180,8 +186,15 @@ def _check_flags(argv: list[str]) -> None:
     command = argv[0]
     if command not in COMMANDS:
         raise LthError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
-    params = inspect.signature(COMMANDS[command]).parameters
-    for arg in argv[1:]:
+    target, rest = COMMANDS[command], argv[1:]
+    if isinstance(target, dict):  # a group: `analyze WHAT ...`
+        if not rest or rest[0] in ("-h", "--help"):
+            return
+        if rest[0] not in target:
+            raise LthError(f"unknown {command} {rest[0]!r}; one of: {', '.join(target)}")
+        target, rest = target[rest[0]], rest[1:]
+    params = inspect.signature(target).parameters
+    for arg in rest:
         if arg in ("--", "-h", "--help"):
             return
         if arg.startswith("--"):

@@ -253,6 +253,16 @@ class EpochPlan:
         return normalize(x, channels_last), data.train_y[idx]
 
 
+def fixed_sample(x: torch.Tensor, y: torch.Tensor, size: int | None):
+    """The same seeded random sample every time (ImageFolder data is stored class by class,
+    so a prefix would hold only a few classes)."""
+    if size is None or size >= x.shape[0]:
+        return x, y
+    index = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:size]
+    index = torch.sort(index).values.to(x.device)
+    return x[index], y[index]
+
+
 def iterate_eval(x: torch.Tensor, y: torch.Tensor, batch_size: int, channels_last: bool = False):
     for start in range(0, x.shape[0], batch_size):
         yield normalize(x[start:start + batch_size], channels_last), y[start:start + batch_size]

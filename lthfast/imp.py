@@ -26,7 +26,7 @@ import torch
 
 from lthfast import pruning
 from lthfast.config import TrainConfig
-from lthfast.data import Dataset
+from lthfast.data import Dataset, fixed_sample
 from lthfast.errors import LthError
 from lthfast.models import create_model, parse_model_name, prunable_names
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
@@ -101,8 +101,8 @@ class ImpRun:
         self.root = Path(root)
         self.dir = self.root / f"imp_{config.run_hash()}"
         self.data = data
-        self.eval_sets = {"train": _fixed_sample(data.train_x, data.train_y, config.eval_train_images),
-                          "test": _fixed_sample(data.test_x, data.test_y, config.eval_test_images)}
+        self.eval_sets = {"train": fixed_sample(data.train_x, data.train_y, config.eval_train_images),
+                          "test": fixed_sample(data.test_x, data.test_y, config.eval_test_images)}
         self.progress = progress
         self._prepare()
         self.dense_names = prunable_names(create_model(config.train.model, config.train.width))
@@ -311,16 +311,6 @@ class _PhaseTimer:
             yield
         finally:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-
-
-def _fixed_sample(x: torch.Tensor, y: torch.Tensor, size: int | None):
-    """The same seeded random sample every time (ImageFolder data is stored class by class,
-    so a prefix would hold only a few classes)."""
-    if size is None or size >= x.shape[0]:
-        return x, y
-    index = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:size]
-    index = torch.sort(index).values.to(x.device)
-    return x[index], y[index]
 
 
 def _hashed(stored: dict) -> dict:

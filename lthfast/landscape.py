@@ -129,6 +129,15 @@ def evaluate_points(points: dict[str, torch.Tensor], base_state: dict, model: st
     dict comes from `base_state` (e.g. the stored BN statistics). With settings.bn ==
     "recompute", the BN statistics of every point are recomputed (the default).
     """
+    result = evaluate_points_on(points, base_state, model, width, data, {"eval": (x, y)}, settings)
+    return {**result.pop("eval"), **result}
+
+
+def evaluate_points_on(points: dict[str, torch.Tensor], base_state: dict, model: str, width: int | None,
+                       data: Dataset, sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                       settings: EvalSettings | None = None) -> dict:
+    """evaluate_points on several evaluation sets (e.g. train and test) with the networks
+    built and their BN statistics recomputed once: {set: {"loss", "accuracy"}, "bn"}."""
     from lthfast.trainer import recompute_batchnorm
 
     settings = settings or EvalSettings()
@@ -136,20 +145,24 @@ def evaluate_points(points: dict[str, torch.Tensor], base_state: dict, model: st
     base = create_model(model, width)
     base.load_state_dict(base_state)
     k = next(iter(points.values())).shape[0] if points else 0
-    x, y, data = x.to(device), y.to(device), data.to(device)
+    sets = {name: (x.to(device), y.to(device)) for name, (x, y) in sets.items()}
+    data = data.to(device)
     chunk = settings.chunk or max(1, k)
-    losses, accuracies = [], []
+    parts = {name: ([], []) for name in sets}
     for start in range(0, k, chunk):
         part = {name: value[start:start + chunk].to(device) for name, value in points.items()}
         networks = _networks(base, part, min(chunk, k - start), settings, device)
         if settings.bn == "recompute":
             recompute_batchnorm(networks, data, settings.bn_batches, settings.bn_batch_size, settings.bn_seed,
                                 device, settings.channels_last, TrainConfig(model=model))
-        loss, accuracy = evaluate_networks(networks, x, y, settings.batch_size, settings.channels_last)
-        losses.append(loss)
-        accuracies.append(accuracy)
-    loss, accuracy = (torch.cat(losses), torch.cat(accuracies)) if losses else (torch.zeros(0), torch.zeros(0))
-    return {"loss": loss.tolist(), "accuracy": accuracy.tolist(), "bn": settings.bn}
+        for name, (x, y) in sets.items():
+            loss, accuracy = evaluate_networks(networks, x, y, settings.batch_size, settings.channels_last)
+            parts[name][0].append(loss)
+            parts[name][1].append(accuracy)
+    result = {name: {"loss": torch.cat(losses).tolist() if losses else [],
+                     "accuracy": torch.cat(accuracies).tolist() if accuracies else []}
+              for name, (losses, accuracies) in parts.items()}
+    return {**result, "bn": settings.bn}
 
 
 def interpolate(theta_a: dict, theta_b: dict, alphas, model: str, width: int | None,
@@ -160,14 +173,20 @@ def interpolate(theta_a: dict, theta_b: dict, alphas, model: str, width: int | N
     theta_a, theta_b: state dicts (parameters and BN buffers) of `model`. BN statistics are
     recomputed at each point from `data`'s augmented training batches, or interpolated.
     """
+    result = interpolate_on(theta_a, theta_b, alphas, model, width, data, {"eval": (x, y)}, settings)
+    return {**result.pop("eval"), **result}
+
+
+def interpolate_on(theta_a: dict, theta_b: dict, alphas, model: str, width: int | None, data: Dataset,
+                   sets: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: EvalSettings | None = None) -> dict:
+    """interpolate on several evaluation sets at once: {"alphas", set: {"loss", "accuracy"}, "bn"}."""
     settings = settings or EvalSettings()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     names = [n for n in theta_a if not n.endswith("num_batches_tracked")
              and not (settings.bn == "recompute" and n.endswith(RUNNING_STATS))]
     points = interpolation_points(theta_a, theta_b, alphas, names, torch.device(settings.device),
                                   settings.backend)
-    result = evaluate_points(points, theta_a, model, width, data, x, y, settings)
-    return {"alphas": alphas.tolist(), **result}
+    return {"alphas": alphas.tolist(), **evaluate_points_on(points, theta_a, model, width, data, sets, settings)}
 
 
 def along_directions(theta: dict, directions: dict[str, torch.Tensor], steps, model: str,

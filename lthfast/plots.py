@@ -1,0 +1,72 @@
+"""PNG figures of analysis results (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)  # a figure is whole or absent, as every stored file
+    return path
+
+
+def curves(documents: list[dict], path: Path, title: str) -> Path:
+    """Interpolation curves: train loss and test error against a, one line per curve, the
+    barriers in the legend."""
+    fig, (ax_loss, ax_error) = plt.subplots(1, 2, figsize=(11, 4))
+    for doc in documents:
+        r = doc["result"]
+        a, b = doc["solutions"]
+        ax_loss.plot(r["alphas"], r["train_loss"], marker=".", label=f"{a} → {b}  (barrier {r['barrier_train_loss']:.3f})")
+        ax_error.plot(r["alphas"], r["test_error"], marker=".",
+                      label=f"{a} → {b}  (barrier {r['barrier_test_error']:.3f})")
+    bn = documents[0]["settings"]["bn"] if documents else ""
+    ax_loss.set(xlabel="a  (theta = (1-a) A + a B)", ylabel="train loss", title=f"train loss (BN: {bn})")
+    ax_error.set(xlabel="a  (theta = (1-a) A + a B)", ylabel="test error", title="test error")
+    for ax in (ax_loss, ax_error):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def per_level(levels: list[int], series: dict[str, list[float]], path: Path, title: str,
+              errors: dict[str, list[float]] | None = None) -> Path:
+    """One panel per series (e.g. log-volume, mean radius) against the pruning level."""
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.6), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
+        spread = (errors or {}).get(name)
+        ax.errorbar(levels, values, yerr=spread, marker="o", capsize=3)
+        ax.set(xlabel="level", ylabel=name, title=name)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def sublevel(result: dict, path: Path, title: str) -> Path:
+    """Train loss of every solution (filled) and baseline (hollow) against density, per
+    strategy, with the threshold eps."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    strategies = sorted({r["strategy"] for r in result["rows"]})
+    colors = dict(zip(strategies, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    for strategy in strategies:
+        for kind, face in (("solution", colors[strategy]), ("baseline", "none")):
+            rows = [r for r in result["rows"] if r["strategy"] == strategy and r["kind"] == kind]
+            if rows:
+                ax.scatter([r["density"] for r in rows], [r["train_loss"] for r in rows], facecolors=face,
+                           edgecolors=colors[strategy], label=f"{strategy} {kind}s")
+    ax.axhline(result["eps"], color="k", linestyle="--", label=f"eps = {result['eps']:.3f}")
+    ax.set(xscale="log", yscale="log", xlabel="density", ylabel="train loss", title=title)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
