@@ -164,14 +164,14 @@ def _settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def result_path(run: Run, what: str, name: str, settings: dict) -> Path:
-    return run.folder / "analysis" / what / f"{name}__{_settings_hash(settings)}.json"
+def result_path(run_folder: Path, what: str, name: str, settings: dict) -> Path:
+    return Path(run_folder) / "analysis" / what / f"{name}__{_settings_hash(settings)}.json"
 
 
 def cached(run: Run, what: str, name: str, settings: dict, compute, force: bool = False,
            solutions: list[str] | None = None) -> dict:
     """The stored result of (what, name, settings), or compute() stored as one."""
-    path = result_path(run, what, name, settings)
+    path = result_path(run.folder, what, name, settings)
     if path.exists() and not force:
         document = read_json(path)
         document["path"] = str(path)
@@ -319,6 +319,11 @@ def matching(run: Run) -> dict:
     return result
 
 
+def sublevel_settings(run: Run, eps: float | None, eps_margin: float) -> dict:
+    """The cache key of a sublevel table: its settings and the finished levels it covers."""
+    return {"eps": eps, "eps_margin": eps_margin, "levels": {s: run.levels(s) for s in STRATEGIES}}
+
+
 def sublevel(run: Run, eps: float | None = None, eps_margin: float = 0.1, force: bool = False) -> dict:
     """Train loss of every solution and baseline of the run (all strategies), the threshold
     eps and which lie in S(eps) = {theta: train loss <= eps}. Default eps: the largest train
@@ -328,9 +333,7 @@ def sublevel(run: Run, eps: float | None = None, eps_margin: float = 0.1, force:
         raise LthError(f"--eps must be a positive number, got {eps!r}")
     if not isinstance(eps_margin, (int, float)) or eps_margin < 0:
         raise LthError(f"--eps-margin must be a number >= 0, got {eps_margin!r}")
-    # The inputs are level.json files; their modification times key the cache with the settings.
-    stamps = {s: run.levels(s) for s in STRATEGIES}
-    settings = {"eps": eps, "eps_margin": eps_margin, "levels": stamps}
+    settings = sublevel_settings(run, eps, eps_margin)
 
     def table():
         match = matching(run)

@@ -176,7 +176,13 @@ def _analyses():
     return ANALYSES
 
 
-COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": _analyses()}
+def _study_commands():
+    from lthfast.cli_study import report, study
+
+    return {"study": study, "report": report}
+
+
+COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": _analyses(), **_study_commands()}
 
 
 def _check_flags(argv: list[str]) -> None:
@@ -219,4 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if isinstance(exc, Interrupted) else 2
     except fire.core.FireExit as exc:
         return exc.code
+    except KeyboardInterrupt:  # outside a training (which saves and raises Interrupted): nothing half-written
+        print("error: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
     return 0

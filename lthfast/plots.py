@@ -70,3 +70,40 @@ def sublevel(result: dict, path: Path, title: str) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def metric_vs_density(rewind_results: dict, key: str, path: Path, title: str, band: dict | None = None) -> Path:
+    """A per-level metric (mean and standard deviation over seeds) against density, one line
+    per strategy; `band`: the dense network's mean and standard deviation, shaded."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for strategy, rows in rewind_results["levels"].items():
+        if rows:
+            std = [0 if r[key]["n"] < 2 else r[key]["std"] for r in rows]
+            ax.errorbar([r["density"] for r in rows], [r[key]["mean"] for r in rows], yerr=std, marker="o",
+                        capsize=3, label=strategy)
+    if band and band["n"]:
+        spread = 0 if band["n"] < 2 else band["std"]
+        ax.axhspan(band["mean"] - spread, band["mean"] + spread, color="grey", alpha=0.25)
+        ax.axhline(band["mean"], color="grey", linestyle="--", label="dense")
+    ax.set(xscale="log", xlabel="density", ylabel=key.replace("_", " "), title=title)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def from_baseline(rows_by_strategy: dict, path: Path, title: str) -> Path:
+    """Relative distance and test-error barrier from each level's baseline, per strategy."""
+    fig, (ax_distance, ax_barrier) = plt.subplots(1, 2, figsize=(11, 4))
+    for strategy, rows in rows_by_strategy.items():
+        levels = list(range(1, len(rows) + 1))
+        ax_distance.plot(levels, [r["distance"]["relative"]["mean"] for r in rows], marker="o", label=strategy)
+        ax_barrier.plot(levels, [r.get("barrier_test_error", {}).get("mean", float("nan")) for r in rows],
+                        marker="o", label=strategy)
+    ax_distance.set(xlabel="level", ylabel="||theta - b_k|| / ||b_k||", title="relative distance from the baseline")
+    ax_barrier.set(xlabel="level", ylabel="test-error barrier", title="barrier from the baseline")
+    for ax in (ax_distance, ax_barrier):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -47,7 +47,14 @@ def resolve_device(name: str) -> torch.device:
 
 def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
     # Measured faster on this project's CPU (bench/train_throughput.py) and usual on GPUs.
-    return True if config.channels_last is None else bool(config.channels_last)
+    # Except below width 8 on the CPU: oneDNN's channels_last backward hangs or dies with a
+    # bus error there (torch 2.14.1, ResNet-8 at width 4).
+    if config.channels_last is None:
+        from lthfast.models import DEFAULT_WIDTHS, parse_model_name
+
+        width = config.width or DEFAULT_WIDTHS[parse_model_name(config.model)[0]]
+        return device.type != "cpu" or width >= 8
+    return bool(config.channels_last)
 
 
 def build_model(config: TrainConfig, device: torch.device, weights: dict | None = None) -> torch.nn.Module:

@@ -1,0 +1,149 @@
+"""The whole study from one command: the smoke preset end to end, its report, and a study
+stopped in the middle (by a signal) and started again ending with the same results."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lthfast.errors import LthError
+from lthfast.report import CANNOT_TELL, DOES_NOT, SUPPORTS, write_report
+from lthfast.study import Study, preset_config
+
+FIGURES = ["accuracy_vs_density", "baseline_loss_vs_density", "successive", "prune_path", "from_baseline",
+           "sublevel"]
+SECTIONS = ["## The seven findings", "### Test accuracy against density", "### Interpolation between successive IMP",
+            "### Pruning paths", "### Distance and barrier from the baseline", "### Volume and sharpness",
+            "### Sublevel set"]
+
+
+def run_study(root, **overrides):
+    study = Study(preset_config("smoke", **overrides), root)
+    study.save_config()
+    study.execute(study.plan())
+    return write_report(root)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    return root, run_study(root)
+
+
+def test_smoke_study_writes_every_section_figure_and_finding(smoke):
+    root, report = smoke
+    text = report.read_text()
+    for section in SECTIONS:
+        assert section in text, section
+    results = json.loads((root / "report" / "results.json").read_text())
+    assert [f["number"] for f in results["findings"]] == list(range(1, 8))
+    assert all(f["verdict"] in (SUPPORTS, DOES_NOT, CANNOT_TELL) for f in results["findings"])
+    assert text.count("**Verdict: ") == 7
+    assert set(results["rewinds"]) == {"2", "0"}  # the late rewind point and R = 0
+    for rewind, names in (("2", FIGURES), ("0", ["accuracy_vs_density", "baseline_loss_vs_density", "successive",
+                                               "sublevel"])):
+        for name in names:
+            figure = root / "report" / "figures" / f"{name}_R{rewind}.png"
+            assert figure.read_bytes()[:4] == b"\x89PNG", figure
+            assert f"figures/{figure.name}" in text
+    assert (root / "report" / "figures" / "geometry_R2.png").exists()  # geometry at the late rewind point
+    late = results["rewinds"]["2"]
+    assert set(late["levels"]) == {"imp", "oneshot", "finetune", "reinit", "random-prune", "prune-large"}
+    assert [g["level"] for g in late["geometry"]] == [0, 1, 2]
+    assert len(late["successive"]) == 2 and all(c["seeds"] == 2 for c in late["successive"])
+    assert late["dense_accuracy"]["n"] == 2
+
+
+def test_the_report_never_claims_what_its_numbers_do_not_show(smoke):
+    root, _ = smoke
+    results = json.loads((root / "report" / "results.json").read_text())
+    f2 = results["findings"][1]
+    late = f2["numbers"][str(results["config"]["rewind_iter"])]
+    # Support needs a barrier above twice its standard error at every pair.
+    supported = all(b > 2 * se for b, se in zip(late["barrier_test_error"], late["se"]))
+    assert (f2["verdict"] == SUPPORTS) == supported
+
+
+def stored_numbers(root):
+    """{relative path: numbers} of every finished level and analysis result under root."""
+    out = {}
+    for path in sorted(root.glob("imp_*/**/*.json")):
+        record = json.loads(path.read_text())
+        if path.name == "level.json":
+            out[str(path.relative_to(root))] = {k: record[k] for k in ("test_accuracy", "train_loss", "baseline")}
+        elif "analysis" in path.parts:
+            out[str(path.relative_to(root))] = record["result"]
+    return out
+
+
+def test_a_study_stopped_in_the_middle_and_started_again_ends_the_same(smoke, tmp_path):
+    """Seed 0 alone, stopped by SIGINT during its trainings, then run again: every level and
+    analysis equals the uninterrupted two-seed study's (the run folders of seed 0 have the
+    same names in both roots)."""
+    reference_root, _ = smoke
+    root = tmp_path / "stopped"
+    command = [sys.executable, "-m", "lthfast", "study", "--preset", "smoke", "--seeds", "0", "--root", str(root),
+               "--noreport"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # stop it once a few levels are stored
+        if len(list(root.glob("imp_*/*/level_01/level.json"))) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "error: " in err, err
+    assert not (root / "report").exists()
+    report = run_study(root, seeds=(0,))
+    assert report.exists()
+    got, expected = stored_numbers(root), stored_numbers(reference_root)
+    sublevel = [k for k in got if "/sublevel/" in k]  # its cache key holds the levels; equal here too
+    assert len(got) > 40 and sublevel
+    for key, value in got.items():
+        assert value == expected[key], key
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lthfast", "study", "--preset", "smoke", "--root", str(tmp_path / "r"),
+                          "--dry-run", "--seeds", "0", "--levels", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "seed0/R2/train imp:1" in out.stdout and "seed0/R0/train imp:1" in out.stdout
+    summary = [line for line in out.stdout.splitlines() if " jobs, " in line][0]
+    assert summary.startswith(f"{out.stdout.count(' to run ')} jobs, {out.stdout.count(' to run ')} to run, estimated")
+    assert "ms per training step" in out.stdout
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nonsense"], "unknown preset 'nonsense'"),
+    (["--preset", "smoke", "--levels", "0"], "--levels must be an integer >= 1"),
+    (["--preset", "smoke", "--strategies", "imp,bogus"], "unknown strategy 'bogus'"),
+    (["--preset", "smoke", "--strategies", "oneshot"], "must include imp"),
+    (["--preset", "smoke", "--seeds", "a,b"], "--seeds must be a comma-separated list"),
+    (["--preset", "smoke", "--curve-points", "1"], "--points must be an integer >= 2"),
+])
+def test_bad_study_flags_are_one_line_errors(args, message, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lthfast", "study", *args, "--root", str(tmp_path), "--dry-run"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+
+
+def test_report_without_a_study_is_a_one_line_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lthfast", "report", "--root", str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and "no study under" in out.stderr
+
+
+def test_presets_cover_the_study_and_flags_override_them():
+    paper = preset_config("paper-resnet20")
+    assert paper.seeds == (0, 1, 2) and 0.02 < 0.8 ** paper.levels < 0.04 and paper.epochs == 160
+    assert paper.rewind_iter == 2000 and paper.rewinds() == [2000, 0]
+    assert preset_config("paper-vgg16").rewind_iter == 1000
+    cpu = preset_config("cpu", levels=2)
+    assert cpu.levels == 2 and cpu.train_subset == 5000
+    with pytest.raises(LthError, match="--images"):
+        preset_config("cpu", sharpness_images=0)
