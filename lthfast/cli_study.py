@@ -8,7 +8,8 @@ from pathlib import Path
 from lthfast.errors import LthError
 
 # Flags whose values are comma-separated lists.
-_TUPLES = {"seeds": int, "milestones": int, "strategies": str, "rewind_zero_strategies": str, "geometry_seeds": int}
+_TUPLES = {"seeds": int, "milestones": int, "strategies": str, "rewind_zero_strategies": str, "geometry_seeds": int,
+           "sharpness_levels": int}
 
 
 def study(preset: str = "cpu", root: str | None = None, dry_run: bool = False, report: bool = True,

@@ -149,7 +149,8 @@ def collect(study: Study) -> dict:
                     "radius_std": mean_std([v["result"]["radius_std"] for v in volumes]),
                     "dimension": volumes[0]["result"]["dimension"] if volumes else None,
                     "top_eigenvalue": mean_std([v["result"]["top_eigenvalue"] for v in sharps]),
-                    "eigen_converged": all(v["result"]["eigen_converged"] for v in sharps),
+                    "eigen_converged": all(v["result"]["eigen_converged"] for v in sharps) if sharps else None,
+                    "eigen_relative_change": mean_std([v["result"]["eigen_relative_change"] for v in sharps]),
                     "trace": mean_std([v["result"]["trace"] for v in sharps]),
                     "wall_seconds": sum(v["wall_seconds"] for v in volumes + sharps)})
         r["sublevel"] = {}
