@@ -2,21 +2,11 @@
 for the GPU. (Scripts run as `python bench/<name>.py`, so this imports as `common`.)"""
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 
 import torch
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        return "CPU " + next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return f"CPU {platform.processor() or platform.machine()}"
+from lthfast.hardware import device_name  # noqa: F401  (the benches record it)
 
 
 def timed(fn, calls: int, device: torch.device) -> float:

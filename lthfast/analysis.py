@@ -30,6 +30,7 @@ from lthfast import pruning
 from lthfast.config import TrainConfig
 from lthfast.data import fixed_sample, load_dataset, normalize
 from lthfast.errors import LthError
+from lthfast.hardware import device_name
 from lthfast.imp import CHAINS, STRATEGIES, ImpConfig, check_strategy
 from lthfast.storage import atomic_write_json, load_checkpoint, read_json
 
@@ -179,19 +180,11 @@ def cached(run: Run, what: str, name: str, settings: dict, compute, force: bool 
     start = time.perf_counter()
     result = compute()
     document = {"what": what, "run": str(run.folder), "solutions": solutions or [], "settings": settings,
-                "result": result, "wall_seconds": time.perf_counter() - start, "device": _device_name(run.device),
+                "result": result, "wall_seconds": time.perf_counter() - start, "device": device_name(run.device),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(document, path)
     document["path"] = str(path)
     return document
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 # ----------------------------------------------------------------------------- curves

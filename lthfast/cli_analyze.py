@@ -124,7 +124,7 @@ def prune_path(run=None, level=None, strategy=None, points: int = 21, bn: str = 
     print("figure:", plots.curves(documents, _figure_path(documents, stem), f"{r.folder.name}: pruning paths"))
 
 
-def sublevel(run=None, eps: float | None = None, eps_margin: float = 0.1, data_dir=None, force: bool = False):
+def sublevel(run=None, eps: float | None = None, eps_margin: float = 0.1, force: bool = False):
     """Train loss of every solution and baseline of the run (all strategies), the threshold
     eps and which lie in the sublevel set S(eps) = {theta: train loss <= eps}.
 
@@ -132,10 +132,9 @@ def sublevel(run=None, eps: float | None = None, eps_margin: float = 0.1, data_d
         run: the run folder, ROOT/imp_<hash>.
         eps: the threshold; default: the largest train loss among IMP solutions up to the last matching level, times (1 + EPS_MARGIN).
         eps_margin: relative margin of the default eps.
-        data_dir: unused (the table is read from the stored levels); accepted for symmetry.
         force: compute again even if stored.
     """
-    r = _open(run, data_dir, "cpu")
+    r = _open(run, None, "cpu")  # the table is read from the stored levels: no data, no device
     doc = analysis.sublevel(r, eps, eps_margin, force)
     result = doc["result"]
     print(f"eps = {result['eps']:.4f} ({result['eps_rule']}; train loss on {result['train_images']} fixed "

@@ -78,7 +78,16 @@ def _with_config_flags(command):
     own = [p for p in inspect.signature(command).parameters.values() if p.kind != p.VAR_KEYWORD]
     extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None) for f in fields(StudyConfig)]
     command.__signature__ = inspect.Signature(own + extra)
-    command.__doc__ += "\n".join(f"        {f.name}: default from the preset." for f in fields(StudyConfig)) + "\n"
+    from lthfast.study import PRESETS
+
+    def preset_values(f) -> str:
+        values = {name: preset.get(f.name, f.default) for name, preset in PRESETS.items()}
+        shown = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else v  # noqa: E731
+        if len(set(map(str, values.values()))) == 1:
+            return f"{shown(f.default)} in every preset"
+        return "; ".join(f"{name}: {shown(v)}" for name, v in values.items())
+
+    command.__doc__ += "\n".join(f"        {f.name}: {preset_values(f)}." for f in fields(StudyConfig)) + "\n"
     return command
 
 
