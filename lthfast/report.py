@@ -235,7 +235,7 @@ def findings(results: dict) -> list[dict]:
     levels = list(range(1, c["levels"] + 1))
     deepest = c["levels"]
     n_test, n_train = results["sizes"]["test"], results["sizes"]["train_eval"]
-    seeds_note = "" if len(c["seeds"]) >= 2 else " (one seed: noise from the evaluation's sample size only)"
+    seeds_note = "" if len(c["seeds"]) >= 2 else "; one seed: noise from the evaluations' sample sizes only"
     out = []
 
     # 1. Small-volume minima that generalize, which SGD from scratch does not reach.
@@ -271,20 +271,25 @@ def findings(results: dict) -> list[dict]:
     for rewind, r in results["rewinds"].items():
         tests = [_barrier_test(curve) for curve in r["successive"]]
         present = sum(t["beyond"] == "above" for t in tests)
-        # Every pair with a barrier: supports; none: does not; a mix (or a missing curve): cannot tell.
+        # A pair is linearly connected only if no point of either curve rises above its chord;
+        # a positive barrier within noise is not evidence of absence (noise as large as the effect).
+        connected = sum(cv.get("barrier_test_error", {}).get("mean") == 0 and
+                        cv.get("barrier_train_loss", {}).get("mean", 1) <= 0 for cv in r["successive"])
         missing = not tests or any(t["beyond"] == "missing" for t in tests)
-        verdict = (CANNOT_TELL if missing else SUPPORTS if present == len(tests) else DOES_NOT if present == 0
-                   else CANNOT_TELL)
-        per_rewind[rewind] = {"pairs": len(tests), "with_barrier": present, "verdict": verdict,
+        verdict = (CANNOT_TELL if missing else SUPPORTS if present == len(tests) else
+                   DOES_NOT if connected == len(tests) else CANNOT_TELL)
+        per_rewind[rewind] = {"pairs": len(tests), "with_barrier": present, "connected": connected, "verdict": verdict,
                               "barrier_test_error": [t["difference"] for t in tests],
                               "se": [t["se"] for t in tests],
                               "barrier_train_loss": [cv.get("barrier_train_loss", {}).get("mean") for cv in r["successive"]]}
     out.append({"number": 2, "test": "the test-error barrier of every successive IMP pair exceeds twice its standard "
                 "error; reported for each rewind point (the verdict is the late rewind point's). Supports if every "
-                "pair has one, does not if none has, cannot tell for a mix.",
+                "pair has one; does not if every pair is linearly connected (no point of the train-loss or "
+                "test-error curve above its chord); otherwise cannot tell (barriers within noise, or a mix).",
                 "numbers": per_rewind, "verdict": per_rewind[str(c["rewind_iter"])]["verdict"],
-                "note": "verdicts per rewind point: " + ", ".join(f"R = {k}: {v['verdict']} ({v['with_barrier']} of "
-                                                                  f"{v['pairs']} pairs)" for k, v in per_rewind.items())})
+                "note": "verdicts per rewind point: " + ", ".join(
+                    f"R = {k}: {v['verdict']} (barrier above noise at {v['with_barrier']} of {v['pairs']} pairs, "
+                    f"linearly connected: {v['connected']})" for k, v in per_rewind.items())})
 
     # 3. IMP solutions inside S(eps); the other strategies leave it.
     inside_imp, leave = [], {}
@@ -318,7 +323,7 @@ def findings(results: dict) -> list[dict]:
     out.append({"number": 4, "test": "at every level, the test-error barrier between the baseline b_k and the "
                 "rewound solution exceeds twice its standard error (not reachable along the line from b_k), and the "
                 "rewound solution's test accuracy is above fine-tuning's from the same baseline beyond noise.",
-                "numbers": numbers4, "verdict": _verdict(checks4), "note": seeds_note.strip()})
+                "numbers": numbers4, "verdict": _verdict(checks4), "note": seeds_note.lstrip("; ")})
 
     # 5. Iterative baselines stay good; one-shot baselines are poor.
     checks5, numbers5 = [], []
@@ -329,7 +334,7 @@ def findings(results: dict) -> list[dict]:
     out.append({"number": 5, "test": "at every level k >= 2, the IMP baseline's train accuracy (BatchNorm recomputed) "
                 "is above the one-shot baseline's at the same density beyond noise.",
                 "numbers": numbers5, "verdict": _verdict(checks5) if checks5 else CANNOT_TELL,
-                "note": ("needs two levels or more" if not checks5 else "") + seeds_note})
+                "note": (("needs two levels or more" if not checks5 else "") + seeds_note).lstrip("; ")})
 
     # 6. Smallest-magnitude pruning keeps good baselines; largest or random degrade them.
     checks6, numbers6 = [], []
@@ -341,7 +346,7 @@ def findings(results: dict) -> list[dict]:
                 numbers6.append({"level": k, "versus": other, "imp_minus_other_baseline_train_accuracy": d})
     out.append({"number": 6, "test": "at every level, the IMP baseline's train accuracy (BatchNorm recomputed) is above "
                 "the prune-large and random-prune baselines' beyond noise.",
-                "numbers": numbers6, "verdict": _verdict(checks6), "note": seeds_note.strip()})
+                "numbers": numbers6, "verdict": _verdict(checks6), "note": seeds_note.lstrip("; ")})
 
     # 7. Fine-tuning stays near the baseline; rewinding escapes it to better minima.
     checks7, numbers7 = [], []
@@ -508,9 +513,11 @@ def _numbers_text(finding: dict) -> str:
     def show(value, indent):
         pad = "  " * indent
         if isinstance(value, dict) and "difference" in value:
-            se = "no noise estimate" if value["se"] is None else f"± {value['se']:.4f}"
+            if value["se"] is None:
+                return f"{value['difference']:+.4f} ({value['noise']}: compared as measured)"
             where = {"above": "above noise", "below": "below noise (the other way)", "within": "within noise"}
-            return f"{value['difference']:+.4f} {se} ({value['noise']}; {where.get(value.get('beyond'), value.get('beyond'))})"
+            return (f"{value['difference']:+.4f} ± {value['se']:.4f} ({value['noise']}; "
+                    f"{where.get(value.get('beyond'), value.get('beyond'))})")
         if isinstance(value, dict) and "mean" in value and "std" in value:
             return _fmt(value)
         if isinstance(value, dict):
