@@ -499,9 +499,10 @@ def markdown(results: dict, figures: dict) -> str:
                       "| solution | density | train loss | in S(eps) | baseline loss, BN recomputed | in S(eps) |",
                       "|---|---|---|---|---|---|"]
             for row in table["rows"]:
+                recomputed = (f"{row['train_loss_bn_recomputed']:.4f} | {row['inside_bn_recomputed']}"
+                              if "train_loss_bn_recomputed" in row else "— | —")
                 lines.append(f"| {row['label']} | {row['density']:.4f} | {row['train_loss']:.4f} | {row['inside']} | "
-                             f"{row.get('train_loss_bn_recomputed', float('nan')):.4f} | "
-                             f"{row.get('inside_bn_recomputed', '—')} |")
+                             f"{recomputed} |")
         lines += ["", "### Figures", ""] + [f"![{name}](figures/{name})" for name in figures.get(rewind, [])] + [""]
     return "\n".join(lines)
 
