@@ -62,15 +62,17 @@ class StudyConfig:
     sharpness_iterations: int = 100
     sharpness_trace_samples: int = 50
     geometry_seeds: tuple | None = None  # seeds whose IMP levels get volume and sharpness (None: all)
-    sharpness_levels: tuple | None = None  # IMP levels that get sharpness (None: all; it is the costliest analysis)
+    sharpness_levels: tuple | None = None  # IMP levels with sharpness, -1 the last (None: all; the costliest analysis)
     eps_margin: float = 0.1
     device: str = "auto"
     backend: str = "auto"
 
     def __post_init__(self):
         parse_model_name(self.model, self.width)
-        if self.sharpness_levels is not None and not set(self.sharpness_levels) <= set(range(self.levels + 1)):
-            raise LthError(f"--sharpness-levels must lie in 0..{self.levels}, got {self.sharpness_levels}")
+        if self.sharpness_levels is not None and not all(-self.levels - 1 <= k <= self.levels
+                                                         for k in self.sharpness_levels):
+            raise LthError(f"--sharpness-levels must lie in 0..{self.levels} (or -1 for the last), "
+                           f"got {self.sharpness_levels}")
         if not self.seeds:
             raise LthError("--seeds must name at least one seed")
         for s in self.strategies + self.rewind_zero_strategies:
@@ -133,7 +135,7 @@ PRESETS = {
                 rewind_iter=40, eval_train_images=1000, eval_test_images=2000, bn_batches=8,
                 curve_points=9, curve_train_images=1000, curve_test_images=1000,
                 volume_directions=8, volume_train_images=500, volume_bisections=6,
-                sharpness_images=4096, sharpness_iterations=3, sharpness_trace_samples=2, sharpness_levels=(0, 3)),
+                sharpness_images=4096, sharpness_iterations=3, sharpness_trace_samples=2, sharpness_levels=(0, -1)),
     # Synthetic data and a tiny ResNet: every job of the study in minutes, for tests.
     "smoke": dict(model="resnet8", width=8, data="synthetic", train_subset=128, epochs=2, batch_size=32,
                   milestones=(1,), levels=2, seeds=(0, 1), rewind_iter=2, eval_train_images=128,
@@ -325,7 +327,7 @@ class Study:
         if seed in geometry_seeds and rewind == c.rewind_iter:
             for k in range(c.levels + 1):
                 jobs.append(job("volume", (f"imp:{k}",), [trained("imp", k)]))
-                if c.sharpness_levels is None or k in c.sharpness_levels:
+                if c.sharpness_levels is None or k in {j % (c.levels + 1) for j in c.sharpness_levels}:
                     jobs.append(job("sharpness", (f"imp:{k}",), [trained("imp", k)]))
         trainings = [j.key for j in self._training_jobs(seed, rewind)]
         folder = self.run_folder(seed, rewind)

@@ -179,6 +179,10 @@ def _graceful_stop():
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+    if stop.signal is not None:
+        # The signal came after the last step: the run finished and is saved, but its caller
+        # (an IMP chain, a study) must stop too instead of swallowing it.
+        raise Interrupted("interrupted after a training finished and was saved; run the same command to continue")
 
 
 def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None = None,

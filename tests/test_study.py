@@ -74,8 +74,8 @@ def stored_numbers(root):
         record = json.loads(path.read_text())
         if path.name == "level.json":
             out[str(path.relative_to(root))] = {k: record[k] for k in ("test_accuracy", "train_loss", "baseline")}
-        elif "analysis" in path.parts:
-            out[str(path.relative_to(root))] = record["result"]
+        elif "analysis" in path.parts:  # every number but the timings
+            out[str(path.relative_to(root))] = {k: v for k, v in record["result"].items() if "seconds" not in k}
     return out
 
 
@@ -145,5 +145,7 @@ def test_presets_cover_the_study_and_flags_override_them():
     assert preset_config("paper-vgg16").rewind_iter == 1000
     cpu = preset_config("cpu", levels=2)
     assert cpu.levels == 2 and cpu.train_subset == 5000
+    sharpness = [j.key for j in Study(cpu, "/nonexistent").plan() if j.kind == "sharpness"]
+    assert sharpness == ["seed0/R40/sharpness imp:0", "seed0/R40/sharpness imp:2"]  # first and last level
     with pytest.raises(LthError, match="--images"):
         preset_config("cpu", sharpness_images=0)
