@@ -11,9 +11,12 @@ Each (seed, rewind point) is one IMP run folder ROOT/imp_<hash>.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Callable
 
 from lthfast import analysis
 from lthfast.config import TrainConfig
-from lthfast.errors import LthError
+from lthfast.errors import Interrupted, LthError
 from lthfast.imp import CHAINS, DEFAULT_REWIND_ITER, STRATEGIES, ImpConfig, ImpRun, check_strategy
 from lthfast.models import parse_model_name
 from lthfast.storage import atomic_write_json, read_json
@@ -387,16 +390,36 @@ class Study:
         print(f"study: {len(jobs)} jobs, {done_before} already stored, {len(pending)} to run "
               f"(estimated {_duration(sum(j.cost for j in pending))})", file=out, flush=True)
         spent, estimated_done = 0.0, 0.0
-        for i, job in enumerate(pending, start=1):
-            start = time.perf_counter()
-            job.run()
-            seconds = time.perf_counter() - start
-            spent += seconds
-            estimated_done += job.cost
-            left = sum(j.cost for j in pending[i:])
-            pace = spent / estimated_done if estimated_done > 0 else 1.0  # measured / estimated so far
-            print(f"[{done_before + i}/{len(jobs)}] {job.key}: {seconds:.1f} s; {len(pending) - i} left, "
-                  f"about {_duration(left * pace)} to go", file=out, flush=True)
+        with _stop_between_jobs() as stop:
+            for i, job in enumerate(pending, start=1):
+                start = time.perf_counter()
+                job.run()
+                seconds = time.perf_counter() - start
+                spent += seconds
+                estimated_done += job.cost
+                left = sum(j.cost for j in pending[i:])
+                pace = spent / estimated_done if estimated_done > 0 else 1.0  # measured / estimated so far
+                print(f"[{done_before + i}/{len(jobs)}] {job.key}: {seconds:.1f} s; {len(pending) - i} left, "
+                      f"about {_duration(left * pace)} to go", file=out, flush=True)
+                if stop.signal is not None:
+                    raise Interrupted(f"stopped after {job.key}; run the same command to continue")
+
+
+@contextlib.contextmanager
+def _stop_between_jobs():
+    """SIGINT/SIGTERM outside a training (whose own handler saves a checkpoint first) stop the
+    study after the running job, so no signal is lost between jobs and nothing is half-done."""
+    from lthfast.trainer import _StopRequest
+
+    stop = _StopRequest()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _dependency_order(jobs: list[Job]) -> list[Job]:
