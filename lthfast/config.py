@@ -1,12 +1,13 @@
-"""Typed training config, its validation and the hash that names its run folder.
+"""Typed configs of a training (TrainConfig) and of a chain of pruned networks (ImpConfig),
+and the hash that names their run folders.
 
-The hash covers the fields that change results and differ from their defaults
-(as open_lth), so adding a new field with a default keeps old run names valid.
-Fields that only say where or how fast to run (device, kernel backend, memory
-layout, evaluation batch size) are left out of it: they change results only
-within floating-point tolerance. The data folder's path is left out too (the
-same data may live anywhere), but whether the data came from a folder or from
-torchvision's download is kept: the JPEG copy's pixels differ slightly.
+The hash covers the fields that change results and differ from their defaults (as
+open_lth), so adding a new field with a default keeps old run names valid. Fields that
+only say where or how fast to run (device, kernel backend, memory layout, evaluation batch
+size) are left out of it: they change results only within floating-point tolerance. The
+data folder's path is left out too (the same data may live anywhere), but whether the
+data came from a folder or from torchvision's download is kept: the JPEG copy's pixels
+differ slightly.
 """
 from __future__ import annotations
 
@@ -16,81 +17,74 @@ import json
 import re
 from dataclasses import dataclass, fields
 
+from lthfast import settings
 from lthfast.errors import LthError
+from lthfast.models import parse_model_name
+from lthfast.ops import BACKENDS
+from lthfast.settings import setting
 
-BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 NOT_HASHED = {"device", "backend", "channels_last", "eval_batch_size", "data_dir"}
 PRECISIONS = ("fp32", "bf16")
+DEFAULT_REWIND_ITER = {"resnet": 2000, "vgg": 1000}  # Frankle et al. 2020 (STUDY.md)
+SEED_MAX = 2 ** 32 - 1  # seeds are mixed into 64-bit generator seeds (seed * 1_000_003 + k)
 
 
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LthError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
-
-
-def _number(name, value, minimum=0.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-        raise LthError(f"--{name.replace('_', '-')} must be a number >= {minimum}, got {value!r}")
+def config_hash(fields_: dict) -> str:
+    """12 hex digits of the SHA-256 of the fields as sorted JSON: a run folder's name."""
+    return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
 class TrainConfig:
     """One training run: model, data, recipe (STUDY.md's defaults) and seed."""
-    model: str = "resnet20"
-    width: int | None = None
-    data: str = "cifar10"
-    data_dir: str | None = None
-    train_subset: int | None = None
-    subset_seed: int = 0
-    epochs: int = 160
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    milestones: tuple | None = None  # epochs; None: half and three quarters of the run
-    gamma: float = 0.1
-    warmup_iters: int = 0
-    seed: int = 0
-    data_seed: int | None = None  # None: derived from seed
-    precision: str = "fp32"
-    channels_last: bool | None = None  # None: where it is faster (CPU)
-    rewind_iter: int | None = None  # keep a checkpoint of this iteration
-    eval_every: int = 1  # epochs between test-set evaluations (the last epoch always)
-    eval_batch_size: int = 256
-    device: str = "auto"
-    backend: str = "auto"
+    model: str = setting("resnet20", "resnet20 (resnet<6n+2>) or vgg16 (vgg11/13/16/19).", kind="str")
+    width: int | None = setting(None, "base width (ResNet default 16, VGG 64).", minimum=1)
+    data: str = setting("cifar10", "cifar10 or synthetic (a small generated set, for tests).", kind="str",
+                        choices=("cifar10", "synthetic"))
+    data_dir: str | None = setting(None, "CIFAR-10 in ImageFolder layout (train/<class>/*.jpg, test/<class>/*.jpg); "
+                                   "default: torchvision's download into the cache folder.", kind="str")
+    train_subset: int | None = setting(None, "train on a seeded, class-balanced subset of this many images.",
+                                       minimum=10)
+    subset_seed: int = setting(0, "seed of that subset (kept apart from --seed so that seeds share it).",
+                               minimum=0, maximum=SEED_MAX)
+    epochs: int = setting(160, "training epochs.", minimum=1)
+    batch_size: int = setting(128, "images per step.", minimum=1)
+    lr: float = setting(0.1, "peak learning rate.", kind="float", minimum=0.0)
+    momentum: float = setting(0.9, "SGD momentum.", kind="float", minimum=0.0)
+    nesterov: bool = setting(False, "use Nesterov momentum.", kind="bool")
+    weight_decay: float = setting(1e-4, "L2 weight decay.", kind="float", minimum=0.0)
+    milestones: tuple | None = setting(None, "epochs where the lr is multiplied by GAMMA, e.g. 80,120; default: "
+                                       "half and three quarters of EPOCHS.", kind="ints")
+    gamma: float = setting(0.1, "lr factor at each milestone.", kind="float", minimum=0.0)
+    warmup_iters: int = setting(0, "linear lr warmup over this many iterations (0: none).", minimum=0)
+    seed: int = setting(0, "seed of the initialization, and of the data order unless DATA_SEED is given.",
+                        minimum=0, maximum=SEED_MAX)
+    data_seed: int | None = setting(None, "seed of data order and augmentation.", minimum=0, maximum=SEED_MAX)
+    precision: str = setting("fp32", "fp32 or bf16 (autocast).", kind="str", choices=PRECISIONS)
+    channels_last: bool | None = setting(None, "memory layout; default: channels_last (measured faster).",
+                                         kind="bool")
+    rewind_iter: int | None = setting(None, "also save the weights at this iteration (rewind.pt), for IMP's "
+                                      "rewinding.", minimum=0)
+    eval_every: int = setting(1, "evaluate the test set every this many epochs (and at the end).", minimum=1)
+    eval_batch_size: int = setting(256, "batch size of evaluation.", minimum=1)
+    device: str = setting("auto", "auto, cpu or cuda[:N].", kind="str")
+    backend: str = setting("auto", "kernels: auto, torch (reference), cpp (CPU), cuda or triton.", kind="str",
+                           choices=BACKENDS)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self):
-        from lthfast.models import parse_model_name
-
-        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
-            _positive_int(name, getattr(self, name))
-        for name in ("seed", "subset_seed", "warmup_iters"):
-            _positive_int(name, getattr(self, name), minimum=0)
-        for name in ("data_seed", "rewind_iter"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name), minimum=0)
-        if self.train_subset is not None:
-            _positive_int("train_subset", self.train_subset, minimum=10)
-        for name in ("lr", "momentum", "weight_decay", "gamma"):
-            _number(name, getattr(self, name))
-        if self.precision not in PRECISIONS:
-            raise LthError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.milestones is not None and not isinstance(self.milestones, (tuple, list)):
+            self.milestones = (self.milestones,)
+        if self.milestones is not None and not all(isinstance(m, int) and not isinstance(m, bool) and 0 < m
+                                                   for m in self.milestones):
+            raise LthError(f"--milestones must be positive epoch numbers like 80,120; got {self.milestones!r}")
+        settings.check(self)
+        if self.milestones is not None:
+            self.milestones = tuple(sorted(self.milestones))
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise LthError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
-        if self.backend not in BACKENDS:
-            raise LthError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.data not in ("cifar10", "synthetic"):
-            raise LthError(f"--data must be cifar10 or synthetic, got {self.data!r}")
-        if self.milestones is not None:
-            ms = self.milestones if isinstance(self.milestones, (tuple, list)) else (self.milestones,)
-            if not all(isinstance(m, int) and not isinstance(m, bool) and 0 < m for m in ms):
-                raise LthError(f"--milestones must be positive epoch numbers like 80,120; got {self.milestones!r}")
-            self.milestones = tuple(sorted(ms))
         parse_model_name(self.model, self.width)
 
     # -------------------------------------------------------------- derived values
@@ -109,18 +103,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def hashed_fields(self) -> dict:
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in NOT_HASHED and value != f.default:
-                out[f.name] = list(value) if isinstance(value, tuple) else value
+        out = settings.hashed(self, skip=NOT_HASHED)
         if self.data == "cifar10" and self.data_dir is not None:
             out["data_source"] = "image-folder"
         return out
 
     def run_hash(self) -> str:
-        blob = json.dumps(self.hashed_fields(), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_hash(self.hashed_fields())
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -132,3 +121,46 @@ class TrainConfig:
         if isinstance(d.get("milestones"), list):
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
+
+
+@dataclass
+class ImpConfig:
+    """What a chain of pruned networks depends on (levels and strategy are not part of it)."""
+    train: TrainConfig
+    prune_fraction: float = setting(0.2, "fraction of the remaining prunable weights removed per level.",
+                                    kind="float", positive=True, below=1)
+    finetune_lr: float = setting(0.001, "constant learning rate of fine-tuning.", kind="float", positive=True)
+    fixed_data_order: bool = setting(False, "one data order for every training (default: one per strategy and "
+                                     "level).", kind="bool")
+    eval_train_images: int = setting(10_000, "size of the fixed, unaugmented training sample for train loss.",
+                                     minimum=1)
+    eval_test_images: int | None = setting(None, "test images for evaluating baselines and solutions (default: "
+                                           "all).", minimum=1)
+    bn_batches: int = setting(40, "augmented training batches used to recompute a baseline's BatchNorm "
+                              "statistics.", minimum=1)
+
+    def __post_init__(self):
+        settings.check(self)
+        if self.train.rewind_iter is None:
+            family, _ = parse_model_name(self.train.model)
+            self.train = dataclasses.replace(self.train, rewind_iter=DEFAULT_REWIND_ITER[family])
+
+    def hashed_fields(self) -> dict:
+        return {"train": self.train.hashed_fields(), **settings.hashed(self, skip=("train",))}
+
+    def run_hash(self) -> str:
+        return config_hash(self.hashed_fields())
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
+        d["train"] = self.train.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImpConfig":
+        """The config stored in a run's config.json; LthError if it is not one."""
+        try:
+            d = dict(d)
+            return cls(train=TrainConfig.from_dict(d.pop("train")), **d)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise LthError(f"not an IMP config ({type(exc).__name__}: {exc})") from None

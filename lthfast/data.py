@@ -26,6 +26,8 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CROP_PADDING = 4
+# (training, test) images of each source: what the report counts when a legacy record lacks them
+SIZES = {"cifar10": (50_000, 10_000), "synthetic": (1000, 500)}
 
 
 def default_cache_dir() -> Path:
@@ -152,7 +154,7 @@ def load_torchvision(cache_dir: Path | None = None) -> Dataset:
     return Dataset(**_cached(cache_file, build))
 
 
-def synthetic(num_train: int = 1000, num_test: int = 500, seed: int = 0) -> Dataset:
+def synthetic(num_train: int = SIZES["synthetic"][0], num_test: int = SIZES["synthetic"][1], seed: int = 0) -> Dataset:
     """A small learnable 10-class set: one smooth random pattern per class plus noise."""
     g = torch.Generator().manual_seed(seed)
     patterns = torch.rand(10, 3, 8, 8, generator=g)

@@ -1,4 +1,5 @@
-"""The name of the device a figure was measured on, recorded beside every timing."""
+"""The device lthfast runs on: resolving `--device`, its name (recorded beside every
+timing) and the memory layout that is fastest there."""
 from __future__ import annotations
 
 import platform
@@ -6,8 +7,32 @@ import subprocess
 
 import torch
 
+from lthfast.errors import LthError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` (CUDA if available, else CPU), `cpu` or `cuda[:N]`; LthError if CUDA is asked
+    for and absent (the config checked the form)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LthError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def channels_last(width: int, device: torch.device, setting: bool | None = None) -> bool:
+    """Whether models of base width `width` run channels_last on `device` (setting None: where
+    faster). Measured faster on the CPU (bench/train_throughput.py) and usual on GPUs; except
+    below width 8 on the CPU, where oneDNN's channels_last backward hangs or dies with a bus
+    error (torch 2.14.1, ResNet-8 at width 4)."""
+    if setting is None:
+        return device.type != "cpu" or width >= 8
+    return bool(setting)
+
 
 def device_name(device: torch.device) -> str:
+    """A readable name of `device`: the GPU's, or the CPU model and torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.func import functional_call
 
 Params = dict[str, torch.Tensor]
 
@@ -46,8 +47,6 @@ def model_loss(model: torch.nn.Module, names: list[str], x: torch.Tensor, y: tor
     """Mean cross-entropy of `model` (eval mode: stored BN statistics) on a fixed sample (x
     already normalized), as a function of the tensors `names`, split in chunks whose losses
     add up to the mean. Other parameters stay fixed at the model's values."""
-    from torch.func import functional_call
-
     model.eval()
     fixed = {n: t.detach() for n, t in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()
              if n not in names}

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from lthfast import ops
-from lthfast.config import TrainConfig
 from lthfast.data import Dataset, iterate_eval
+from lthfast.evaluation import recompute_batchnorm
 from lthfast.models import create_model
 from lthfast.stacked import load_points, split_logits, stack_model
 
@@ -138,8 +138,6 @@ def evaluate_points_on(points: dict[str, torch.Tensor], base_state: dict, model:
                        settings: EvalSettings | None = None) -> dict:
     """evaluate_points on several evaluation sets (e.g. train and test) with the networks
     built and their BN statistics recomputed once: {set: {"loss", "accuracy"}, "bn"}."""
-    from lthfast.trainer import recompute_batchnorm
-
     settings = settings or EvalSettings()
     device = torch.device(settings.device)
     base = create_model(model, width)
@@ -154,7 +152,7 @@ def evaluate_points_on(points: dict[str, torch.Tensor], base_state: dict, model:
         networks = _networks(base, part, min(chunk, k - start), settings, device)
         if settings.bn == "recompute":
             recompute_batchnorm(networks, data, settings.bn_batches, settings.bn_batch_size, settings.bn_seed,
-                                device, settings.channels_last, TrainConfig(model=model))
+                                settings.channels_last)
         for name, (x, y) in sets.items():
             loss, accuracy = evaluate_networks(networks, x, y, settings.batch_size, settings.channels_last)
             parts[name][0].append(loss)

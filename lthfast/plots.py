@@ -8,15 +8,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 
+from lthfast.storage import atomic_write_bytes  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)  # a figure is whole or absent, as every stored file
-    return path
+    """Write the figure atomically (a figure is whole or absent, as every stored file), under
+    a temporary name of its own so that two writers never share one."""
+    try:
+        atomic_write_bytes(lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), path)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def _finish(fig, axes, title: str, path: Path) -> Path:
+    """Grid and legend on every panel, the title, and the figure saved."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
 
 
 def curves(documents: list[dict], path: Path, title: str) -> Path:
@@ -32,11 +43,7 @@ def curves(documents: list[dict], path: Path, title: str) -> Path:
     bn = documents[0]["settings"]["bn"] if documents else ""
     ax_loss.set(xlabel="a  (theta = (1-a) A + a B)", ylabel="train loss", title=f"train loss (BN: {bn})")
     ax_error.set(xlabel="a  (theta = (1-a) A + a B)", ylabel="test error", title="test error")
-    for ax in (ax_loss, ax_error):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, (ax_loss, ax_error), title, path)
 
 
 def per_level(levels: list[int], series: dict[str, list[float]], path: Path, title: str,
@@ -102,8 +109,4 @@ def from_baseline(rows_by_strategy: dict, path: Path, title: str) -> Path:
                         marker="o", label=strategy)
     ax_distance.set(xlabel="level", ylabel="||theta - b_k|| / ||b_k||", title="relative distance from the baseline")
     ax_barrier.set(xlabel="level", ylabel="test-error barrier", title="barrier from the baseline")
-    for ax in (ax_distance, ax_barrier):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, (ax_distance, ax_barrier), title, path)

@@ -40,6 +40,15 @@ def atomic_write_json(obj, path: Path) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def atomic_write_bytes(write, path: Path) -> None:
+    """write(f) into a unique temporary file beside `path`, then rename it over `path`."""
+    _atomic_write(path, write)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def load_tensors(path: Path):
     """torch.load with weights_only=True: a checkpoint can never run code."""
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,7 +1,6 @@
 """The trainer: SGD with momentum on a step schedule, masks kept exactly zero, resumable.
 
-A run lives in one folder:
-  config.json      the full config
+A training lives in one folder (lthfast.store.Level names its files):
   checkpoint.pt    latest state (weights, momentum, iteration, partial-epoch sums, history)
   rewind.pt        weights at config.rewind_iter (the rewind point of IMP), if asked
   final.pt         weights at the end
@@ -14,47 +13,31 @@ iteration ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from lthfast import ops
+from lthfast import ops, signals
 from lthfast.config import TrainConfig
-from lthfast.data import Dataset, EpochPlan, iterate_eval
+from lthfast.data import Dataset, EpochPlan, load_dataset
 from lthfast.errors import Interrupted, LthError
-from lthfast.models import create_model
+from lthfast.evaluation import autocast, evaluate
+from lthfast.hardware import channels_last as channels_last_on, device_name, resolve_device
+from lthfast.models import DEFAULT_WIDTHS, create_model, parse_model_name
 from lthfast.optim import MaskedSGD
 from lthfast.pruning import Mask
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
-
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)  # the config checked the form
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LthError("--device cuda asked for, but no CUDA device is available")
-    return device
+from lthfast.store import Level, Store
 
 
 def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
-    # Measured faster on this project's CPU (bench/train_throughput.py) and usual on GPUs.
-    # Except below width 8 on the CPU: oneDNN's channels_last backward hangs or dies with a
-    # bus error there (torch 2.14.1, ResNet-8 at width 4).
-    if config.channels_last is None:
-        from lthfast.models import DEFAULT_WIDTHS, parse_model_name
-
-        width = config.width or DEFAULT_WIDTHS[parse_model_name(config.model)[0]]
-        return device.type != "cpu" or width >= 8
-    return bool(config.channels_last)
+    width = config.width or DEFAULT_WIDTHS[parse_model_name(config.model)[0]]
+    return channels_last_on(width, device, config.channels_last)
 
 
 def build_model(config: TrainConfig, device: torch.device, weights: dict | None = None) -> torch.nn.Module:
@@ -80,12 +63,6 @@ def learning_rate(config: TrainConfig, iteration: int, iters_per_epoch: int) -> 
     return lr
 
 
-def autocast(config: TrainConfig, device: torch.device):
-    if config.precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def place_mask(model: torch.nn.Module, mask: Mask | None) -> Mask:
     """Check `mask` against the model and give each entry its weight's device and memory
     layout (channels_last or not), so that kernels run over both storages in step."""
@@ -103,86 +80,13 @@ def place_mask(model: torch.nn.Module, mask: Mask | None) -> Mask:
 
 def train_step(model, optimizer: MaskedSGD, x, y, lr: float, config: TrainConfig, device):
     """One SGD step on (x, y) that leaves every pruned weight (and its momentum) exactly zero."""
-    with autocast(config, device):
+    with autocast(config.precision, device):
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step(lr)
     return loss, logits
-
-
-@torch.no_grad()
-def evaluate(model, x, y, config: TrainConfig, device, channels_last: bool) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` (in eval mode) on (x, y)."""
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss, correct): one sync at the end
-    with autocast(config, device):
-        for xb, yb in iterate_eval(x, y, config.eval_batch_size, channels_last):
-            logits = model(xb).float()
-            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
-            sums[1] += (logits.argmax(1) == yb).sum()
-    model.train(was_training)
-    loss_sum, correct = sums.tolist()
-    n = max(1, x.shape[0])
-    return loss_sum / n, correct / n
-
-
-@torch.no_grad()
-def recompute_batchnorm(model, data: Dataset, num_batches: int, batch_size: int, seed: int,
-                        device, channels_last: bool, config: TrainConfig) -> None:
-    """Reset BatchNorm running statistics and re-estimate them as an exact average over a
-    fixed set of augmented training batches (STUDY.md: pruned or interpolated weights
-    make stored statistics stale). `model` may be a list of models: each batch is then
-    drawn once and fed to all of them."""
-    models = model if isinstance(model, (list, tuple)) else [model]
-    bns = [m for net in models for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved_momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every batch counts equally
-    was_training = [net.training for net in models]
-    for net in models:
-        net.train()
-    plan = EpochPlan(data.num_train, batch_size, seed, 0, device)
-    with autocast(config, device):
-        for index in range(min(num_batches, plan.num_batches)):
-            x, _ = plan.batch(data, index, channels_last)
-            for net in models:
-                net(x)
-    for bn, momentum in zip(bns, saved_momenta):
-        bn.momentum = momentum
-    for net, training in zip(models, was_training):
-        net.train(training)
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is saved first."""
-
-    def __init__(self):
-        self.signal = None
-
-    def __call__(self, signum, frame):
-        self.signal = signum
-
-
-@contextmanager
-def _graceful_stop():
-    stop = _StopRequest()
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, stop)
-    try:
-        yield stop
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if stop.signal is not None:
-        # The signal came after the last step: the run finished and is saved, but its caller
-        # (an IMP chain, a study) must stop too instead of swallowing it.
-        raise Interrupted("interrupted after a training finished and was saved; run the same command to continue")
 
 
 def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None = None,
@@ -194,11 +98,9 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
     schedule (IMP's rewinding); by default a fresh init from config.seed at iteration 0.
     on_iteration(it) is called after each completed step (progress hooks, tests).
     """
-    run_dir = Path(run_dir)
-    if (run_dir / "final.pt").exists() and (run_dir / "metrics.json").exists():
-        metrics = read_json(run_dir / "metrics.json")
-        if metrics.get("finished"):
-            return metrics  # never train a finished run again, never overwrite its results
+    files = Level(run_dir)
+    if files.trained():
+        return read_json(files.metrics)  # never train a finished run again, never overwrite its results
     device = resolve_device(config.device)
     try:
         backend = ops.runnable_backend(config.backend, device)
@@ -224,22 +126,21 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
     state = {"iteration": start_iteration, "epoch_loss": 0.0, "epoch_correct": 0, "epoch_seen": 0,
              "history": [], "train_seconds": 0.0, "images_trained": 0}
 
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if checkpoint_path.exists():
-        ckpt = load_checkpoint(checkpoint_path)
+    if files.checkpoint.exists():
+        ckpt = load_checkpoint(files.checkpoint)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(ckpt["state"])
 
     def save_checkpoint():
         atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "state": state}, checkpoint_path)
+                           "state": state}, files.checkpoint)
 
-    def save_weights(name):
+    def save_weights(path):
         # Copies: on the CPU, parameters are views into one flat buffer, which torch.save would
         # otherwise write whole with every tensor.
         atomic_torch_save({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()},
-                          run_dir / name)
+                          path)
 
     def write_metrics(finished: bool):
         last = state["history"][-1] if state["history"] else {}
@@ -254,16 +155,17 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
             "test_accuracy": last.get("test_accuracy"),
             "train_seconds": state["train_seconds"],
             "images_per_second": state["images_trained"] / max(state["train_seconds"], 1e-9),
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "device": str(device) if device.type == "cpu" else device_name(device),
             "backend": backend,
+            "test_images": int(data.test_y.shape[0]),
             "history": state["history"],
-        }, run_dir / "metrics.json")
+        }, files.metrics)
 
     if config.rewind_iter is not None and config.rewind_iter == state["iteration"] \
-            and not (run_dir / "rewind.pt").exists():
-        save_weights("rewind.pt")
+            and not files.rewind.exists():
+        save_weights(files.rewind)
 
-    bar = _progress_bar(progress, total_iters, state["iteration"], run_dir.name)
+    bar = _progress_bar(progress, total_iters, state["iteration"], files.folder.name)
     model.train()
     plan, plan_epoch = None, None
     # Running sums of this epoch's (loss * n, correct) stay on the device: no sync per step.
@@ -279,7 +181,8 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
         state["epoch_correct"] += int(correct)
         state["train_seconds"] += time.perf_counter() - segment_start
 
-    with _graceful_stop() as stop:
+    with signals.deferred(after="interrupted after a training finished and was saved; "
+                                "run the same command to continue"):
         while state["iteration"] < total_iters:
             it = state["iteration"]
             epoch, batch_index = divmod(it, iters_per_epoch)
@@ -298,11 +201,11 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
             bar.update(1)
             at_rewind = config.rewind_iter is not None and state["iteration"] == config.rewind_iter
             at_epoch_end = state["iteration"] % iters_per_epoch == 0
-            stopping = stop.signal is not None and state["iteration"] < total_iters
+            stopping = signals.stop_requested() is not None and state["iteration"] < total_iters
             if at_rewind or at_epoch_end or stopping:
                 fold_running_sums()
                 if at_rewind:
-                    save_weights("rewind.pt")
+                    save_weights(files.rewind)
                 if at_epoch_end:
                     _end_epoch(state, config, model, data, device, channels_last, epoch,
                                total_iters, iters_per_epoch, lr, bar)
@@ -315,18 +218,19 @@ def train(config: TrainConfig, run_dir: Path, data: Dataset, mask: Mask | None =
             if stopping:
                 bar.close()
                 raise Interrupted(f"interrupted at iteration {state['iteration']}/{total_iters}; "
-                                  f"checkpoint saved in {run_dir}; run the same command to resume")
+                                  f"checkpoint saved in {files.folder}; run the same command to resume")
     bar.close()
     if not state["history"] or "test_loss" not in state["history"][-1]:
         # No epoch ended here (training started at its last iteration): still measure the result.
         t = time.perf_counter()
-        loss, accuracy = evaluate(model, data.test_x, data.test_y, config, device, channels_last)
+        loss, accuracy = evaluate(model, data.test_x, data.test_y, config.precision, config.eval_batch_size,
+                                  channels_last)
         state["history"].append({"epoch": config.epochs, "iteration": state["iteration"], "test_loss": loss,
                                  "test_accuracy": accuracy, "eval_seconds": time.perf_counter() - t})
-    save_weights("final.pt")
+    save_weights(files.final)
     write_metrics(finished=True)
-    checkpoint_path.unlink(missing_ok=True)  # final.pt and metrics.json hold all that is needed now
-    return read_json(run_dir / "metrics.json")
+    files.checkpoint.unlink(missing_ok=True)  # final.pt and metrics.json hold all that is needed now
+    return read_json(files.metrics)
 
 
 def _end_epoch(state, config, model, data, device, channels_last, epoch, total_iters,
@@ -343,7 +247,7 @@ def _end_epoch(state, config, model, data, device, channels_last, epoch, total_i
     if (epoch + 1) % config.eval_every == 0 or last_epoch:
         t = time.perf_counter()
         entry["test_loss"], entry["test_accuracy"] = evaluate(
-            model, data.test_x, data.test_y, config, device, channels_last)
+            model, data.test_x, data.test_y, config.precision, config.eval_batch_size, channels_last)
         entry["eval_seconds"] = time.perf_counter() - t
     state["history"].append(entry)
     state["epoch_loss"], state["epoch_correct"], state["epoch_seen"] = 0.0, 0, 0
@@ -355,7 +259,16 @@ def _end_epoch(state, config, model, data, device, channels_last, epoch, total_i
 
 
 def _progress_bar(progress, total, initial, desc):
-    from tqdm import tqdm
     # progress=None: a bar only when stderr is a terminal.
     return tqdm(total=total, initial=initial, desc=desc, unit="it", file=sys.stderr,
                 disable=(None if progress is None else not progress), dynamic_ncols=True)
+
+
+def train_run(config: TrainConfig, root: Path | str | None = None, progress: bool | None = None,
+              on_iteration=None) -> Path:
+    """Train the run of `config` under `root` (lthfast.store) unless it is finished; returns its folder."""
+    files = Store(root).prepare_train_dir(config)
+    if not files.trained():
+        data = load_dataset(config.data, config.data_dir, config.train_subset, config.subset_seed)
+        train(config, files.folder, data, progress=progress, on_iteration=on_iteration)
+    return files.folder

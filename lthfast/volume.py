@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from lthfast.landscape import EvalSettings, along_directions
+
 Params = dict[str, torch.Tensor]
 
 
@@ -76,8 +78,6 @@ def model_losses_at(theta: dict, directions: Params, model: str, width: int | No
                     settings=None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """losses_at for basin_radii on a real model: the train loss on (x, y) at theta + t_i
     d_i, every requested point evaluated together (lthfast.landscape.along_directions)."""
-    from lthfast.landscape import EvalSettings, along_directions
-
     settings = settings or EvalSettings(bn="interpolate")  # stored statistics: theta's
 
     def losses_at(index: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:

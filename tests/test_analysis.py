@@ -8,11 +8,12 @@ import sys
 import pytest
 import torch
 
-from lthfast import analysis, pruning
+from lthfast import analysis, geometry, pruning, sublevel
 from lthfast.config import TrainConfig
 from lthfast.data import load_dataset
 from lthfast.errors import LthError
-from lthfast.imp import ImpConfig, ImpRun
+from lthfast.config import ImpConfig
+from lthfast.imp import ImpRun
 from lthfast.storage import load_tensors, read_json
 
 TRAIN = dict(model="resnet8", data="synthetic", train_subset=256, batch_size=64, epochs=2,
@@ -102,18 +103,18 @@ def test_results_are_cached_until_forced(run, monkeypatch):
 
 
 def test_sublevel_table_and_default_eps_with_one_seed(run):
-    result = analysis.sublevel(run)["result"]
-    imp_losses = [read_json(run.level_folder("imp", k) / "level.json")["train_loss"] for k in (0, 1, 2)]
+    result = sublevel.table(run)["result"]
+    imp_losses = [read_json(run.level_dir("imp", k) / "level.json")["train_loss"] for k in (0, 1, 2)]
     assert result["eps"] == pytest.approx(max(imp_losses) * 1.1)
     assert "matching undetermined" in result["eps_rule"] and result["matching"]["seeds"] == 1
     labels = [row["label"] for row in result["rows"]]
     assert labels == ["imp:0", "imp:1", "imp:1:baseline", "imp:2", "imp:2:baseline", "oneshot:1", "oneshot:1:baseline"]
     for row in result["rows"]:
         assert row["inside"] == (row["train_loss"] <= result["eps"])
-    given = analysis.sublevel(run, eps=1e-9)["result"]
+    given = sublevel.table(run, eps=1e-9)["result"]
     assert given["eps"] == 1e-9 and not any(row["inside"] for row in given["rows"])
     with pytest.raises(LthError, match="--eps"):
-        analysis.sublevel(run, eps=-1.0)
+        sublevel.table(run, eps=-1.0)
 
 
 def test_matching_uses_the_standard_deviation_over_seeds(run, tmp_path):
@@ -123,7 +124,7 @@ def test_matching_uses_the_standard_deviation_over_seeds(run, tmp_path):
     shutil.copytree(run.folder, root / run.folder.name)
     second = make_run(root, seed=1)
     second.chain("imp", 1)
-    match = analysis.matching(analysis.Run(root / run.folder.name, device="cpu"))
+    match = sublevel.matching(analysis.Run(root / run.folder.name, device="cpu"))
     dense = [read_json(f / "level_00" / "level.json")["test_accuracy"] for f in sorted(root.glob("imp_*"))]
     assert match["seeds"] == 2
     assert match["dense_accuracy_std"] == pytest.approx(torch.tensor(dense).std().item(), rel=1e-6)
@@ -134,8 +135,8 @@ def test_matching_uses_the_standard_deviation_over_seeds(run, tmp_path):
 
 def test_volume_radii_bound_the_loss_level_and_count_unpruned_dimensions(run):
     solution = run.solution("imp:2")
-    settings = analysis.VolumeSettings(directions=3, train_images=64, bisections=4, delta=0.2)
-    v = analysis.volume(run, solution, settings)["result"]
+    settings = geometry.VolumeSettings(directions=3, train_images=64, bisections=4, delta=0.2)
+    v = geometry.volume(run, solution, settings)["result"]
     _, mask = solution.load()
     assert v["dimension"] == pruning.kept_count(mask)
     assert len(v["radii"]) == 3 and all(0 < r < math.inf for r in v["radii"])
@@ -144,8 +145,8 @@ def test_volume_radii_bound_the_loss_level_and_count_unpruned_dimensions(run):
 
 def test_sharpness_is_finite_and_restricted_to_unpruned_weights(run):
     solution = run.solution("imp:1")
-    settings = analysis.SharpnessSettings(images=64, iterations=4, trace_samples=3)
-    s = analysis.sharpness(run, solution, settings)["result"]
+    settings = geometry.SharpnessSettings(images=64, iterations=4, trace_samples=3)
+    s = geometry.sharpness(run, solution, settings)["result"]
     assert s["images"] == 64 and s["dimension"] == pruning.kept_count(solution.load()[1])
     assert math.isfinite(s["top_eigenvalue"]) and s["eigen_iterations"] <= 4 and math.isfinite(s["trace"])
 

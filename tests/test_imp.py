@@ -6,7 +6,9 @@ import torch
 from lthfast.config import TrainConfig
 from lthfast.data import load_dataset
 from lthfast.errors import LthError
-from lthfast.imp import ImpConfig, ImpRun, read_index, summary_table
+from lthfast.config import ImpConfig
+from lthfast.imp import ImpRun
+from lthfast.store import Store
 from lthfast import pruning
 from lthfast.storage import load_tensors
 
@@ -95,7 +97,7 @@ def test_finetune_and_reinit_branch_off_imp_with_its_masks(imp_chain):
     for strategy in ("finetune", "reinit"):
         folder = run.level(strategy, 2)
         assert all(torch.equal(mask_of(folder)[n], mask_of(folders[2])[n]) for n in mask_of(folder))
-    summary = summary_table(imp_chain[0])
+    summary = Store(imp_chain[0]).summary_table()
     assert "finetune" in summary and "reinit" in summary
 
 
@@ -154,7 +156,7 @@ def test_kill_in_the_middle_of_a_level_resumes_to_the_same_weights(tmp_path):
     resumed = make_run(tmp_path / "crashed").chain("imp", 2)
     a, b = load_tensors(whole[2] / "final.pt"), load_tensors(resumed[2] / "final.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert len([r for r in read_index(tmp_path / "crashed") if r["strategy"] == "imp"]) == 3
+    assert len([r for r in Store(tmp_path / "crashed").read_index() if r["strategy"] == "imp"]) == 3
 
 
 def test_bad_config_values(tmp_path):
@@ -185,5 +187,5 @@ def test_index_is_mended_after_a_kill_between_level_and_index(imp_chain):
     kept = [line for line in lines if line != imp_lines[-1]]
     index.write_text("\n".join(kept) + "\n" + '{"run": "torn')
     run.chain("imp", 3)
-    records = [r for r in read_index(root) if r["strategy"] == "imp"]
+    records = [r for r in Store(root).read_index() if r["strategy"] == "imp"]
     assert sorted(r["level"] for r in records) == [0, 1, 2, 3]

@@ -10,8 +10,10 @@ import time
 import pytest
 
 from lthfast.errors import LthError
-from lthfast.report import CANNOT_TELL, DOES_NOT, SUPPORTS, write_report
-from lthfast.study import Study, preset_config
+from lthfast.report import write_report
+from lthfast.stats import CANNOT_TELL, DOES_NOT, SUPPORTS
+from lthfast.study import Study
+from lthfast.study_config import preset_config
 
 FIGURES = ["accuracy_vs_density", "baseline_loss_vs_density", "successive", "prune_path", "from_baseline",
            "sublevel"]
@@ -124,7 +126,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     (["--preset", "smoke", "--strategies", "imp,bogus"], "unknown strategy 'bogus'"),
     (["--preset", "smoke", "--strategies", "oneshot"], "must include imp"),
     (["--preset", "smoke", "--seeds", "a,b"], "--seeds must be a comma-separated list"),
-    (["--preset", "smoke", "--curve-points", "1"], "--points must be an integer >= 2"),
+    (["--preset", "smoke", "--curve-points", "1"], "--curve-points must be an integer >= 2"),  # issue 12: the flag as typed
 ])
 def test_bad_study_flags_are_one_line_errors(args, message, tmp_path):
     out = subprocess.run([sys.executable, "-m", "lthfast", "study", *args, "--root", str(tmp_path), "--dry-run"],
@@ -147,5 +149,5 @@ def test_presets_cover_the_study_and_flags_override_them():
     assert cpu.levels == 2 and cpu.train_subset == 5000
     sharpness = [j.key for j in Study(cpu, "/nonexistent").plan() if j.kind == "sharpness"]
     assert sharpness == ["seed0/R40/sharpness imp:0", "seed0/R40/sharpness imp:2"]  # first and last level
-    with pytest.raises(LthError, match="--images"):
+    with pytest.raises(LthError, match="--sharpness-images"):  # issue 12: the flag as typed
         preset_config("cpu", sharpness_images=0)

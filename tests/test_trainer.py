@@ -7,9 +7,9 @@ from lthfast.config import TrainConfig
 from lthfast.data import load_dataset
 from lthfast.errors import LthError
 from lthfast.models import create_model, prunable_names
-from lthfast.runs import run_dir_for, train_run
+from lthfast.store import Store
 from lthfast.storage import load_tensors, read_json
-from lthfast.trainer import learning_rate, train
+from lthfast.trainer import learning_rate, train, train_run
 
 # 256 synthetic images at batch 64: 4 steps an epoch, a few seconds a run on a laptop CPU.
 SMALL = dict(model="resnet8", data="synthetic", train_subset=256, batch_size=64, epochs=3,
@@ -132,7 +132,7 @@ def test_finished_run_is_not_trained_again(tmp_path):
 
 def test_run_folder_of_another_config_is_an_error(tmp_path):
     config, other = small_config(epochs=1), small_config(epochs=2)
-    target = run_dir_for(other, tmp_path)
+    target = Store(tmp_path).train_dir(other)
     target.mkdir(parents=True)
     (target / "config.json").write_text(json.dumps(config.to_dict()))  # as if two configs collided
     with pytest.raises(LthError, match="holds a run of another config"):

@@ -1,0 +1,295 @@
+"""The run store: the one module that knows where lthfast keeps what.
+
+  ROOT/
+    index.jsonl                     one line per finished level (derived: level.json holds the same)
+    study.json                      the StudyConfig of `python -m lthfast study`
+    report/                         REPORT.md, results.json, figures/
+    train_<hash>/                   one training (`python -m lthfast train`): config.json + a level's
+                                    trainer files
+    imp_<hash>/                     one ImpConfig (model, recipe, seed, rewind point), every strategy
+      config.json
+      level_00/                     theta_0, the dense network every strategy shares (+ rewind.pt)
+      <strategy>/level_KK/          level K of a strategy
+      <strategy>/density_D/         oneshot or reinit at a density of its own
+      analysis/<what>/<solutions>__<settings hash>.json   one analysis result (+ its .png)
+
+  A level folder: checkpoint.pt, rewind.pt, final.pt, metrics.json (the trainer's), then
+  mask.pt, baseline.pt, baseline.json and, last, level.json (IMP's: the level is finished).
+
+Hashes (lthfast.config.config_hash) name run folders by their config, so the same
+command finds its own results. Writers go through lthfast.storage (atomic files).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lthfast import pruning, strategies
+from lthfast.config import ImpConfig, TrainConfig
+from lthfast.errors import LthError
+from lthfast.storage import atomic_write_json, load_checkpoint, read_json
+
+SOLUTION_FORMS = "STRATEGY:LEVEL (e.g. imp:3; level 0 is the dense network), STRATEGY:LEVEL:baseline, or a level folder"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("LTHFAST_ROOT", Path.home() / ".cache" / "lthfast" / "runs"))
+
+
+def settings_hash(settings: dict) -> str:
+    """10 hex digits naming an analysis result's settings."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def slug(spec: str) -> str:
+    """A named solution ("imp:2:baseline") as a file-name part ("imp-2-baseline")."""
+    return spec.replace(":", "-")
+
+
+# ----------------------------------------------------------------------------- a level folder
+
+class Level:
+    """The files of one level folder (or of a plain training's run folder)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.checkpoint = self.folder / "checkpoint.pt"
+        self.rewind = self.folder / "rewind.pt"
+        self.final = self.folder / "final.pt"
+        self.metrics = self.folder / "metrics.json"
+        self.mask = self.folder / "mask.pt"
+        self.baseline = self.folder / "baseline.pt"
+        self.baseline_eval = self.folder / "baseline.json"
+        self.record = self.folder / "level.json"
+
+    def finished(self) -> bool:
+        return self.record.exists()
+
+    def trained(self) -> bool:
+        """The trainer's part is done: final.pt and a metrics.json that says finished."""
+        return self.final.exists() and self.metrics.exists() and read_json(self.metrics).get("finished", False)
+
+    def read_record(self) -> dict:
+        return read_json(self.record)
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A stored set of weights with its mask."""
+    label: str  # how results and figures name it: "imp:3", "imp:3:baseline", or the folder
+    weights: Path  # final.pt or baseline.pt
+    mask: Path  # mask.pt of its level
+    strategy: str | None = None
+    level: int | None = None
+
+    @property
+    def slug(self) -> str:
+        if self.strategy is None:
+            return "path-" + hashlib.sha256(str(self.weights.resolve()).encode()).hexdigest()[:8]
+        return slug(self.label)
+
+    def load(self) -> tuple[dict, dict]:
+        """(state dict, keep-mask over the prunable weights)."""
+        return load_checkpoint(self.weights), pruning.unpack(load_checkpoint(self.mask))
+
+
+# ----------------------------------------------------------------------------- one IMP run
+
+class Run:
+    """One imp_<hash> folder: an ImpConfig, every strategy's levels and their analyses."""
+
+    def __init__(self, folder: str | Path, config: ImpConfig):
+        self.folder = Path(folder).expanduser()
+        self.config = config
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "Run":
+        """The run stored in `folder`; a one-line LthError if it is not one."""
+        folder = Path(folder).expanduser()
+        path = folder / "config.json"
+        if not path.exists():
+            raise LthError(f"{folder} is not an IMP run folder (no config.json); pass the imp_<hash> "
+                           "folder that `python -m lthfast imp` printed")
+        try:
+            return cls(folder, ImpConfig.from_dict(read_json(path)))
+        except LthError as exc:
+            raise LthError(f"{path} is not an IMP config ({exc})") from None
+
+    @classmethod
+    def create(cls, root: str | Path, config: ImpConfig) -> "Run":
+        """The run of `config` under `root`, its config.json written (or checked) now."""
+        run = cls(Path(root).expanduser() / f"imp_{config.run_hash()}", config)
+        path = run.folder / "config.json"
+        if path.exists():
+            if ImpConfig.from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
+                raise LthError(f"run folder {run.folder} holds a run of another config; "
+                               "use another --root or remove that folder")
+        else:
+            atomic_write_json(config.to_dict(), path)
+        return run
+
+    @property
+    def root(self) -> Path:
+        return self.folder.parent
+
+    # ------------------------------------------------------------------ levels
+    def level_dir(self, strategy: str, level: int, density: float | None = None) -> Path:
+        if level == 0:
+            return self.folder / "level_00"
+        if density is not None:  # oneshot / reinit at a density of their own
+            return self.folder / strategy / f"density_{density:.6f}"
+        return self.folder / strategy / f"level_{level:02d}"
+
+    def level(self, strategy: str, level: int, density: float | None = None) -> Level:
+        return Level(self.level_dir(strategy, level, density))
+
+    def levels(self, strategy: str) -> list[int]:
+        """The finished levels of `strategy`, dense level 0 first."""
+        strategies.get(strategy)
+        found = [0] if self.level("imp", 0).finished() else []
+        folder = self.folder / strategy
+        if folder.is_dir():
+            found += sorted(int(p.name[6:]) for p in folder.glob("level_[0-9][0-9]") if Level(p).finished())
+        return found
+
+    def strategies(self) -> list[str]:
+        return [s for s in strategies.STRATEGIES if len(self.levels(s)) > 1]
+
+    def record(self, strategy: str, level: int) -> dict:
+        return self.level(strategy, level).read_record()
+
+    # ------------------------------------------------------------------ solutions
+    def solution(self, spec: str) -> Solution:
+        """The solution named by `spec` (SOLUTION_FORMS); a clear error if it does not exist."""
+        spec = str(spec)
+        parts = spec.split(":")
+        if len(parts) in (2, 3) and parts[0] in strategies.STRATEGIES:
+            strategy, level_text, *rest = parts
+            if rest not in ([], ["baseline"]) or not level_text.isdigit():
+                raise LthError(f"cannot read solution {spec!r}; name it as {SOLUTION_FORMS}")
+            level = int(level_text)
+            if level == 0:
+                strategy = "imp"  # the dense network is every strategy's level 0
+            files = self.level(strategy, level)
+            if not files.finished():
+                finished = self.levels(strategy)
+                raise LthError(f"no finished level {level} of {strategy} in {self.folder} "
+                               f"(finished: {', '.join(map(str, finished)) or 'none'})")
+            if rest:
+                if level == 0:
+                    raise LthError("the dense network (level 0) has no baseline")
+                return Solution(f"{strategy}:{level}:baseline", files.baseline, files.mask, strategy, level)
+            return Solution(f"{strategy}:{level}", files.final, files.mask, strategy, level)
+        path = Path(spec).expanduser()
+        files = Level(path)
+        if path.is_dir() and files.final.exists() and files.mask.exists():
+            return Solution(str(path), files.final, files.mask)
+        if path.exists():
+            raise LthError(f"{path} is not a finished level folder (it needs final.pt and mask.pt)")
+        raise LthError(f"no solution {spec!r}; name it as {SOLUTION_FORMS}")
+
+    def parent(self, strategy: str, level: int) -> Solution:
+        """theta_{k-1}, the solution whose pruning gives level k's baseline (strategies table)."""
+        source, k = strategies.get(strategy).parent_of(level)
+        return self.solution(f"{source}:{k}")
+
+    # ------------------------------------------------------------------ analyses
+    def result_path(self, what: str, solutions: list[str], settings: dict) -> Path:
+        """Where the analysis `what` of the named solutions (labels or slugs) under `settings` lives."""
+        name = "__".join(slug(s) for s in solutions)
+        return self.folder / "analysis" / what / f"{name}__{settings_hash(settings)}.json"
+
+    def seed_runs(self) -> list["Run"]:
+        """The runs beside this one whose config differs from it in the seed alone (this one
+        included): the seeds a standard deviation over seeds is taken over."""
+        def key(config: ImpConfig) -> dict:
+            fields = config.hashed_fields()
+            fields["train"] = {k: v for k, v in fields["train"].items() if k != "seed"}
+            return fields
+
+        own, runs = key(self.config), []
+        for path in sorted(self.root.glob("imp_*/config.json")):
+            try:
+                other = self if path.parent == self.folder else Run.open(path.parent)
+            except LthError:
+                continue
+            if key(other.config) == own:
+                runs.append(other)
+        return runs
+
+
+# ----------------------------------------------------------------------------- the root
+
+class Store:
+    """A root folder of runs."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root or default_root()).expanduser()
+        self.index = self.root / "index.jsonl"
+        self.study_config = self.root / "study.json"
+        self.report = self.root / "report"
+
+    def run(self, config: ImpConfig) -> Run:
+        """The run of `config` (created if new)."""
+        return Run.create(self.root, config)
+
+    def run_folder(self, config: ImpConfig) -> Path:
+        return self.root / f"imp_{config.run_hash()}"
+
+    def train_dir(self, config: TrainConfig) -> Path:
+        return self.root / f"train_{config.run_hash()}"
+
+    def prepare_train_dir(self, config: TrainConfig) -> Level:
+        """The training's folder with config.json, or a check that the one there matches."""
+        folder = self.train_dir(config)
+        path = folder / "config.json"
+        if path.exists():
+            if TrainConfig.from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
+                raise LthError(f"run folder {folder} holds a run of another config; "
+                               "use another --root or remove that folder")
+        elif folder.exists() and any(folder.iterdir()):
+            raise LthError(f"run folder {folder} exists without config.json; remove it or use another --root")
+        else:
+            atomic_write_json(config.to_dict(), path)
+        return Level(folder)
+
+    # ------------------------------------------------------------------ index
+    def append_index(self, record: dict) -> None:
+        """Append a finished level to the index (once: a re-run does not duplicate it)."""
+        key = (record["run"], record["strategy"], record["folder"])
+        if any((r["run"], r["strategy"], r["folder"]) == key for r in self.read_index()):
+            return
+        line = json.dumps({k: v for k, v in record.items() if k != "layer_density"}, sort_keys=True)
+        torn = self.index.exists() and self.index.stat().st_size > 0 and not self.index.read_bytes().endswith(b"\n")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.index, "a") as f:
+            f.write(("\n" if torn else "") + line + "\n")
+            f.flush()
+
+    def read_index(self) -> list[dict]:
+        if not self.index.exists():
+            return []
+        records = []
+        for line in self.index.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line torn by a kill mid-write; its level.json is still there
+                continue
+        return records
+
+    def summary_table(self) -> str:
+        """Every finished level under the root as one text table."""
+        rows = sorted(self.read_index(), key=lambda r: (r["model"], r["seed"], r["strategy"], -r["density"]))
+        if not rows:
+            raise LthError(f"no finished levels under {self.root}")
+        header = ["model", "seed", "strategy", "level", "density", "test_acc", "train_loss", "baseline_train_loss"]
+        lines = ["  ".join(f"{h:>19s}" if i == 7 else f"{h:>10s}" for i, h in enumerate(header))]
+        for r in rows:
+            base = r["baseline"]["train_loss"] if r.get("baseline") else float("nan")
+            lines.append("  ".join([f"{r['model']:>10s}", f"{r['seed']:>10d}", f"{r['strategy']:>10s}",
+                                    f"{r['level']:>10d}", f"{r['density']:>10.4f}", f"{r['test_accuracy']:>10.4f}",
+                                    f"{r['train_loss']:>10.4f}", f"{base:>19.4f}"]))
+        return "\n".join(lines)
