@@ -1,10 +1,12 @@
-"""Builds lthfast's C++ extension (csrc/) with ninja through torch.utils.cpp_extension,
-and its CUDA extension lthfast._cuda (csrc/cuda_ops.cpp, csrc/cuda/) where CUDA is wanted.
+"""Builds lthfast's C++ extension lthfast._C with ninja through torch.utils.cpp_extension,
+and its CUDA extension lthfast._cuda where CUDA is wanted.
 
-The extensions are optional: if one cannot be compiled (no compiler, a broken
-toolchain), the package installs without it and runs on plain PyTorch.
-Triton kernels live in kernels/ and install as the package `lthfast.kernels`.
+Kernels are grouped by op in lthfast/kernels/<op>/: each extension is its entry point in
+csrc/ (module.cpp, cuda_module.cpp) plus every op's cpu.cpp (or cuda.cu and
+cuda_binding.cpp) found there. The extensions are optional: if one cannot be compiled
+(no compiler, a broken toolchain), the package installs without it and runs on plain PyTorch.
 """
+import glob
 import os
 import sys
 
@@ -32,15 +34,24 @@ try:
                 print(f"WARNING: lthfast C++ extension {ext.name} not built ({exc}); "
                       "lthfast will run on plain PyTorch.", file=sys.stderr)
 
+    def op_sources(*patterns):
+        """Sources of every op folder matching `patterns`, sorted: a stable build order.
+        Relative paths: setuptools wants them relative to setup.py."""
+        return sorted(path for pattern in patterns for path in glob.glob(f"lthfast/kernels/*/{pattern}"))
+
+    # Headers: listed so that editing one rebuilds its users, and so that an sdist ships them.
+    headers = sorted(glob.glob("lthfast/kernels/*.h") + glob.glob("lthfast/kernels/**/*.cuh", recursive=True))
+
     ext_modules = [CppExtension(
         "lthfast._C",
-        ["csrc/mask_ops.cpp"],
+        ["csrc/module.cpp", *op_sources("cpu.cpp")],
+        depends=headers,
         extra_compile_args=["-O3", "-fopenmp"],
         extra_link_args=["-fopenmp"],
     )]
     # The CUDA extension is built only where it can run (a GPU is visible) or on request
     # (LTHFAST_BUILD_CUDA=1): CPU-only CI machines must not spend minutes in nvcc, and
-    # tests/test_cuda_sources.py compile-checks the sources in seconds. No --use_fast_math:
+    # tests/test_op_cuda_sources.py compile-checks the sources in seconds. No --use_fast_math:
     # results must match the CPU reference.
     want_cuda = torch.cuda.is_available() or os.environ.get("LTHFAST_BUILD_CUDA") == "1"
     if want_cuda and CUDA_HOME is not None:
@@ -48,7 +59,8 @@ try:
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         ext_modules.append(CUDAExtension(
             "lthfast._cuda",
-            ["csrc/cuda_ops.cpp", "csrc/cuda/lthfast_kernels.cu"],
+            ["csrc/cuda_module.cpp", *op_sources("cuda_binding.cpp", "cuda.cu")],
+            depends=headers,
             extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]},
         ))
     cmdclass = {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
@@ -57,8 +69,9 @@ except ImportError as exc:
           "lthfast's C++ extension is skipped.", file=sys.stderr)
 
 setup(
-    packages=["lthfast", "lthfast.kernels"],
-    package_dir={"lthfast.kernels": "kernels"},
+    packages=["lthfast", "lthfast.kernels",
+              *(f"lthfast.kernels.{os.path.basename(os.path.dirname(p))}"
+                for p in sorted(glob.glob("lthfast/kernels/*/__init__.py")))],
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

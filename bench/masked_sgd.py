@@ -37,7 +37,7 @@ import torch
 
 from common import device_name, timed
 from lthfast import ops
-from lthfast.extension import cpp_ops, cuda_ops, triton_available
+from lthfast.kernels.backends import cpp_ops, cuda_ops, triton_available
 from lthfast.models import create_model, prunable_names
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4

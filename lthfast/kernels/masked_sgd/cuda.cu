@@ -1,7 +1,6 @@
-// lthfast CUDA kernels (see lthfast_kernels.h for the contracts):
-//   masked_sgd_f32 / masked_sgd_bf16   torch.optim.SGD's update fused with the keep-mask
-//   key_histogram                      one pass of the radix select behind magnitude pruning
-// Plain CUDA, no torch headers. No fast math anywhere: the SGD arithmetic uses explicitly
+// masked_sgd_'s CUDA kernels (see cuda.cuh for the contracts): torch.optim.SGD's update fused
+// with the keep-mask, one pass over memory, with one lr or one lr per member.
+// Plain CUDA, no torch headers. No fast math anywhere: the arithmetic uses explicitly
 // rounded float ops (no FMA contraction), like the CPU extension (built without FMA); the
 // torch reference may use FMA, so tests compare to it within float tolerance.
 #include <cuda_bf16.h>
@@ -9,28 +8,11 @@
 
 #include <cstdint>
 
-#include "lthfast_kernels.h"
+#include "../cuda_common.cuh"
+#include "cuda.cuh"
 
 namespace lthfast_cuda {
 namespace {
-
-constexpr int kThreads = 256;  // a multiple of the warp size (key_histogram relies on it)
-
-// Blocks for a grid-stride loop over `work` items: no more than the work needs, and no more
-// than a few waves' worth (8 blocks of 256 threads per SM is full occupancy on sm_80/sm_90).
-int grid_for(int64_t work) {
-  int device = 0;
-  int sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) {
-    sms = 132;  // an H100's count; any positive value is correct, only speed depends on it
-  }
-  const int64_t wanted = (work + kThreads - 1) / kThreads;
-  const int64_t cap = static_cast<int64_t>(sms) * 8;
-  return static_cast<int>(wanted < 1 ? 1 : (wanted < cap ? wanted : cap));
-}
-
-// ----------------------------------------------------------------------------- masked SGD
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -59,6 +41,39 @@ __device__ __forceinline__ void sgd_entry(T& p, T g, T& b, uint8_t keep, float l
   b = keep ? from_float<T>(buf) : from_float<T>(0.0f);
 }
 
+// Learning rates of V consecutive entries first, first + 1, ...: the same value for all.
+struct OneLr {
+  float value;
+  template <int V>
+  __device__ __forceinline__ void fill(int64_t /*first*/, float (&out)[V]) const {
+#pragma unroll
+    for (int j = 0; j < V; ++j) out[j] = value;
+  }
+};
+
+// lr[i / segment]: one learning rate per member of `segment` consecutive entries. One
+// division per call; a member boundary inside the V entries moves to the next lr (several
+// times when segment < V).
+struct MemberLr {
+  const float* __restrict__ lr;
+  int64_t segment;
+  template <int V>
+  __device__ __forceinline__ void fill(int64_t first, float (&out)[V]) const {
+    int64_t member = first / segment;
+    int64_t next = (member + 1) * segment;
+    float current = lr[member];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      if (first + j == next) {
+        ++member;
+        next += segment;
+        current = lr[member];
+      }
+      out[j] = current;
+    }
+  }
+};
+
 // V consecutive entries moved as one aligned vector (16 bytes of T; V bytes of keep).
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Pack {
@@ -67,10 +82,10 @@ struct alignas(sizeof(T) * V) Pack {
 
 // Grid-stride over packs of V entries, then the last n % V entries one by one (V == 1 is the
 // plain scalar kernel, used when a pointer is not aligned for vector access).
-template <typename T, int V, bool kNesterov>
+template <typename T, int V, bool kNesterov, typename Lr>
 __global__ void __launch_bounds__(kThreads)
     masked_sgd_kernel(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ b,
-                      const uint8_t* __restrict__ keep, int64_t n, float lr, float momentum,
+                      const uint8_t* __restrict__ keep, int64_t n, Lr lr, float momentum,
                       float weight_decay) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -80,27 +95,31 @@ __global__ void __launch_bounds__(kThreads)
     const Pack<T, V> gg = reinterpret_cast<const Pack<T, V>*>(g)[i];
     Pack<T, V> bb = reinterpret_cast<const Pack<T, V>*>(b)[i];
     const Pack<uint8_t, V> kk = reinterpret_cast<const Pack<uint8_t, V>*>(keep)[i];
+    float rates[V];
+    lr.fill(i * V, rates);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      sgd_entry<T, kNesterov>(pp.v[j], gg.v[j], bb.v[j], kk.v[j], lr, momentum, weight_decay);
+      sgd_entry<T, kNesterov>(pp.v[j], gg.v[j], bb.v[j], kk.v[j], rates[j], momentum, weight_decay);
     }
     reinterpret_cast<Pack<T, V>*>(p)[i] = pp;
     reinterpret_cast<Pack<T, V>*>(b)[i] = bb;
   }
   for (int64_t i = packs * V + tid; i < n; i += stride) {
-    sgd_entry<T, kNesterov>(p[i], g[i], b[i], keep[i], lr, momentum, weight_decay);
+    float rate[1];
+    lr.fill(i, rate);
+    sgd_entry<T, kNesterov>(p[i], g[i], b[i], keep[i], rate[0], momentum, weight_decay);
   }
 }
 
-template <typename T, int V, bool kNesterov>
-void launch_sgd(T* p, const T* g, T* b, const uint8_t* keep, int64_t n, float lr, float momentum,
+template <typename T, int V, bool kNesterov, typename Lr>
+void launch_sgd(T* p, const T* g, T* b, const uint8_t* keep, int64_t n, Lr lr, float momentum,
                 float weight_decay, cudaStream_t stream) {
-  masked_sgd_kernel<T, V, kNesterov><<<grid_for((n + V - 1) / V), kThreads, 0, stream>>>(
+  masked_sgd_kernel<T, V, kNesterov, Lr><<<grid_for((n + V - 1) / V), kThreads, 0, stream>>>(
       p, g, b, keep, n, lr, momentum, weight_decay);
 }
 
-template <typename T>
-void masked_sgd(T* p, const T* g, T* b, const uint8_t* keep, int64_t n, float lr, float momentum,
+template <typename T, typename Lr>
+void masked_sgd(T* p, const T* g, T* b, const uint8_t* keep, int64_t n, Lr lr, float momentum,
                 float weight_decay, bool nesterov, cudaStream_t stream) {
   if (n <= 0) return;
   constexpr int V = 16 / sizeof(T);  // 4 floats or 8 bfloat16 per 16-byte access
@@ -116,60 +135,30 @@ void masked_sgd(T* p, const T* g, T* b, const uint8_t* keep, int64_t n, float lr
   }
 }
 
-// ----------------------------------------------------------------------------- key histogram
-
-// Global atomics, aggregated per warp: the lanes of a warp that hit the same bin add their
-// count with one atomic from their lowest lane. Magnitudes cluster in few high-16-bit bins,
-// so without aggregation the first pass would serialize on those bins.
-__global__ void __launch_bounds__(kThreads)
-    key_histogram_kernel(const float* __restrict__ w, const uint8_t* __restrict__ keep, int64_t n,
-                         bool largest, int shift, int32_t prefix, int32_t* __restrict__ bins) {
-  const unsigned lane = threadIdx.x & 31u;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;  // a multiple of 32
-  // `base` is the index of lane 0 of this warp, the same for all 32 lanes: every lane runs
-  // the same iterations, so the warp is converged at the warp intrinsics below.
-  for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x + (threadIdx.x & ~31u); base < n;
-       base += stride) {
-    const int64_t i = base + lane;
-    bool counted = false;
-    uint32_t bin = 0;
-    if (i < n && keep[i] != 0) {
-      const uint32_t bits = __float_as_uint(w[i]) & 0x7FFFFFFFu;  // the bits of |w[i]|
-      const uint32_t key = largest ? 0x7FFFFFFFu - bits : bits;
-      if (prefix < 0 || (key >> 16) == static_cast<uint32_t>(prefix)) {
-        counted = true;
-        bin = (key >> shift) & 0xFFFFu;
-      }
-    }
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 700
-    const unsigned active = __ballot_sync(0xFFFFFFFFu, counted);
-    if (counted) {
-      const unsigned peers = __match_any_sync(active, bin);
-      if (lane == static_cast<unsigned>(__ffs(peers) - 1)) atomicAdd(bins + bin, __popc(peers));
-    }
-#else  // no __match_any_sync before Volta
-    if (counted) atomicAdd(bins + bin, 1);
-#endif
-  }
-}
-
 }  // namespace
 
 void masked_sgd_f32(float* p, const float* grad, float* b, const uint8_t* keep, int64_t n, float lr,
                     float momentum, float weight_decay, bool nesterov, cudaStream_t stream) {
-  masked_sgd<float>(p, grad, b, keep, n, lr, momentum, weight_decay, nesterov, stream);
+  masked_sgd<float>(p, grad, b, keep, n, OneLr{lr}, momentum, weight_decay, nesterov, stream);
 }
 
 void masked_sgd_bf16(__nv_bfloat16* p, const __nv_bfloat16* grad, __nv_bfloat16* b, const uint8_t* keep,
                      int64_t n, float lr, float momentum, float weight_decay, bool nesterov,
                      cudaStream_t stream) {
-  masked_sgd<__nv_bfloat16>(p, grad, b, keep, n, lr, momentum, weight_decay, nesterov, stream);
+  masked_sgd<__nv_bfloat16>(p, grad, b, keep, n, OneLr{lr}, momentum, weight_decay, nesterov, stream);
 }
 
-void key_histogram(const float* w, const uint8_t* keep, int64_t n, bool largest, int shift,
-                   int32_t prefix, int32_t* bins, cudaStream_t stream) {
-  if (n <= 0) return;
-  key_histogram_kernel<<<grid_for(n), kThreads, 0, stream>>>(w, keep, n, largest, shift, prefix, bins);
+void masked_sgd_member_lr_f32(float* p, const float* grad, float* b, const uint8_t* keep, int64_t n,
+                              const float* lr, int64_t segment, float momentum, float weight_decay,
+                              bool nesterov, cudaStream_t stream) {
+  masked_sgd<float>(p, grad, b, keep, n, MemberLr{lr, segment}, momentum, weight_decay, nesterov, stream);
+}
+
+void masked_sgd_member_lr_bf16(__nv_bfloat16* p, const __nv_bfloat16* grad, __nv_bfloat16* b,
+                               const uint8_t* keep, int64_t n, const float* lr, int64_t segment, float momentum,
+                               float weight_decay, bool nesterov, cudaStream_t stream) {
+  masked_sgd<__nv_bfloat16>(p, grad, b, keep, n, MemberLr{lr, segment}, momentum, weight_decay, nesterov,
+                            stream);
 }
 
 }  // namespace lthfast_cuda
