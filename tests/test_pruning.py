@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from lthfast.errors import LthError
-from lthfast.ops import magnitude_prune, magnitude_prune_reference
 from lthfast.models import create_model, prunable_names
 from lthfast.pruning import (collapsed_layers, dense_mask, density, kept_count, layer_densities,
                              pack, prune_magnitude, prune_random,
@@ -12,33 +11,6 @@ from lthfast.pruning import (collapsed_layers, dense_mask, density, kept_count, 
 def resnet_weights(seed=0):
     model = create_model("resnet20", seed=seed)
     return dict(model.state_dict()), prunable_names(model)
-
-
-def full_sort_mask(flat_w, flat_mask, count, largest):
-    """Independent reference: numpy-free python sort of (key, index) pairs."""
-    kept = [(abs(float(flat_w[i])), i) for i in range(len(flat_w)) if flat_mask[i]]
-    kept.sort(key=(lambda t: (-t[0], t[1])) if largest else (lambda t: (t[0], t[1])))
-    out = flat_mask.clone()
-    for _, i in kept[:count]:
-        out[i] = False
-    return out
-
-
-@pytest.mark.parametrize("size", [0, 1, 7, 1001])
-@pytest.mark.parametrize("largest", [False, True])
-def test_reference_prune_matches_a_full_sort_with_ties(size, largest):
-    g = torch.Generator().manual_seed(size)
-    w = torch.randint(-5, 6, (size,), generator=g).float()  # many ties
-    mask = torch.rand(size, generator=g) < 0.7
-    count = int(mask.sum()) // 3
-    out = magnitude_prune_reference(w, mask, count, largest)
-    assert torch.equal(out, full_sort_mask(w, mask, count, largest))
-    assert int(out.sum()) == int(mask.sum()) - count and not (out & ~mask).any()
-
-
-def test_reference_prune_rejects_too_large_counts():
-    with pytest.raises(ValueError, match="cannot prune 4 entries: the mask keeps 3"):
-        magnitude_prune(torch.ones(5), torch.tensor([1, 1, 1, 0, 0], dtype=torch.bool), 4, backend="torch")
 
 
 def test_iterative_density_is_0_8_to_the_k_within_one_weight():

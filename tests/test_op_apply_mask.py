@@ -1,3 +1,9 @@
+"""apply_mask_ (lthfast/kernels/apply_mask/) against its reference on every backend, its
+torch.library registration, and the backend selection shared by all ops
+(lthfast/kernels/backends.py)."""
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -23,6 +29,9 @@ def test_apply_mask_matches_reference(backend, size, dtype):
     ops.apply_mask_(out, mask, backend=backend)
     assert torch.equal(out[~mask], torch.zeros_like(out[~mask]))
     torch.testing.assert_close(out, expected, equal_nan=True, rtol=0, atol=0)
+    reference = x.clone()
+    assert ops.apply_mask_reference_(reference, mask) is reference
+    torch.testing.assert_close(out, reference, equal_nan=True, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built")
@@ -57,14 +66,56 @@ def test_apply_mask_rejects_bad_arguments(tensor, mask, message):
         ops.apply_mask_(tensor, mask)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_apply_mask_passes_opcheck(backend, memory_format):
+    """Schema (mutates `tensor` only), fake tensor and AOT dispatch of torch.ops.lthfast.apply_mask_."""
+    g = torch.Generator().manual_seed(1)
+    tensor = torch.randn(2, 3, 5, 7, generator=g).to(memory_format=memory_format)
+    mask = (torch.rand(2, 3, 5, 7, generator=g) < 0.5).to(memory_format=memory_format)
+    torch.library.opcheck(torch.ops.lthfast.apply_mask_.default, (tensor, mask, backend))
+
+
+# ----------------------------------------------------------------------------- backends (every op)
+
 def test_unknown_backend_is_a_value_error():
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.apply_mask_(torch.randn(3), torch.ones(3, dtype=torch.bool), backend="fortran")
 
 
+def test_backends_are_owned_by_the_ops_layer():
+    assert ops.BACKENDS == ("auto", "torch", "cpp", "triton", "cuda")
+    ops.check_backend("triton")
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, cpp, triton, cuda"):
+        ops.check_backend("gpu")
+
+
+def test_kernels_import_no_higher_layer():
+    """lthfast.ops and lthfast/kernels import only the kernels and the extension modules, so
+    that config (which imports BACKENDS from ops) and the trainer may import them freely."""
+    root = Path(__file__).resolve().parents[1] / "lthfast"
+    allowed = ("lthfast.kernels", "lthfast._C", "lthfast._cuda")
+    for path in [root / "ops.py", root / "extension.py", *sorted((root / "kernels").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                assert not name.startswith("lthfast") or name.startswith(allowed), f"{path} imports {name}"
+
+
 def test_auto_picks_the_extension_on_cpu_when_built():
     expected = "cpp" if cpp_ops() is not None else "torch"
     assert ops.resolve_backend("auto", torch.device("cpu")) == expected
+
+
+def test_runnable_backend_says_why_a_backend_cannot_run(monkeypatch):
+    with pytest.raises(ValueError, match="runs on CUDA tensors"):
+        ops.runnable_backend("cuda", torch.device("cpu"))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if triton_available():
+        with pytest.raises(ValueError, match="needs TRITON_INTERPRET=1"):
+            ops.runnable_backend("triton", torch.device("cpu"))
+    assert ops.runnable_backend("torch", torch.device("meta")) == "torch"
 
 
 def test_missing_extension_warns_once_and_falls_back_to_torch(monkeypatch):

@@ -1,5 +1,6 @@
-"""The CUDA extension's sources (csrc/cuda/, csrc/cuda_ops.cpp) compile, and where a GPU is
-visible the built extension lthfast._cuda agrees with pure-torch references.
+"""The CUDA extension's sources (lthfast/kernels/<op>/cuda.cu and cuda_binding.cpp for
+masked_sgd and magnitude_prune, csrc/cuda_module.cpp) compile, and where a GPU is visible
+the built extension lthfast._cuda agrees with pure-torch references.
 
 setup.py builds the CUDA extension only where CUDA is wanted, so on CPU-only machines these
 compile checks are what keeps the sources from rotting. Each test skips without nvcc.
@@ -15,8 +16,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ROOT / "csrc" / "cuda" / "lthfast_kernels.cu"
-BINDING = ROOT / "csrc" / "cuda_ops.cpp"
+OPS = ROOT / "lthfast" / "kernels"
+KERNELS = [OPS / "masked_sgd" / "cuda.cu", OPS / "magnitude_prune" / "cuda.cu"]
+BINDINGS = [ROOT / "csrc" / "cuda_module.cpp", OPS / "masked_sgd" / "cuda_binding.cpp",
+            OPS / "magnitude_prune" / "cuda_binding.cpp"]
 
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA toolkit) is not on PATH")
@@ -54,16 +57,24 @@ def _run(cmd, timeout):
         f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
 
 
+def test_setup_builds_every_cuda_source():
+    """setup.py's globs find exactly these sources (a renamed file would silently drop out)."""
+    found = sorted(OPS.glob("*/cuda.cu")) + sorted(OPS.glob("*/cuda_binding.cpp"))
+    assert found == sorted(KERNELS) + sorted(BINDINGS[1:])
+
+
 @needs_nvcc
-def test_kernels_compile_with_nvcc(tmp_path):
+@pytest.mark.parametrize("kernels", KERNELS, ids=lambda path: path.parent.name)
+def test_kernels_compile_with_nvcc(tmp_path, kernels):
     # The .cu includes no torch headers: a few seconds for one architecture.
-    _run([NVCC, "-c", "-O3", "-std=c++17", "-arch=sm_90", "-o", str(tmp_path / "k.o"), str(KERNELS)],
+    _run([NVCC, "-c", "-O3", "-std=c++17", "-arch=sm_90", "-o", str(tmp_path / "k.o"), str(kernels)],
          timeout=300)
     assert (tmp_path / "k.o").stat().st_size > 0
 
 
 @needs_nvcc
-def test_binding_compiles_against_torch():
+@pytest.mark.parametrize("binding", BINDINGS, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_binding_compiles_against_torch(binding):
     # Syntax and type checks of the torch binding with the host compiler (no code generation):
     # tens of seconds, almost all of it parsing torch's headers.
     from torch.utils import cpp_extension
@@ -81,7 +92,7 @@ def test_binding_compiles_against_torch():
     _run([os.environ.get("CXX", "c++"), "-fsyntax-only", "-std=c++20",
           *(f"-I{path}" for path in includes),
           "-DTORCH_EXTENSION_NAME=_cuda", "-DTORCH_API_INCLUDE_EXTENSION_H",
-          f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(BINDING)],
+          f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(binding)],
          timeout=600)
 
 
@@ -102,7 +113,7 @@ def cuda_ext():
         cpp_extension.CUDA_HOME = home  # read when load() builds, set once at import
     return cpp_extension.load(
         name="lthfast_cuda_test",
-        sources=[str(BINDING), str(KERNELS)],
+        sources=[str(path) for path in BINDINGS + KERNELS],
         extra_cflags=["-O3"],
         extra_cuda_cflags=["-O3"],
         verbose=False,
@@ -170,6 +181,40 @@ def test_masked_sgd_rejects_bad_inputs(cuda_ext):
         cuda_ext.masked_sgd_(x, x.clone(), x.double(), keep, 0.1, 0.9, 0.0, False)
     with pytest.raises(RuntimeError, match="contiguous"):
         cuda_ext.masked_sgd_(torch.zeros(16, device="cuda")[::2], x.clone(), x.clone(), keep, 0.1, 0.9, 0.0, False)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("members,segment", [(1, 1), (1, 1025), (3, 1), (3, 7), (5, 100003)])
+def test_masked_sgd_member_lr_equals_separate_calls(cuda_ext, members, segment, dtype, nesterov, offset):
+    """lr[k] for the k-th of K equal segments: bit for bit K calls of masked_sgd_ of their own
+    (segments shorter than a vector pack, and packs straddling members, included)."""
+    n = members * segment
+    gen = torch.Generator(device="cuda").manual_seed(n + offset)
+    p, g, b = (torch.randn(n, device="cuda", generator=gen).to(dtype) for _ in range(3))
+    keep = (torch.rand(n, device="cuda", generator=gen) < 0.6).view(torch.uint8)
+    lr = torch.rand(members, device="cuda", generator=gen)
+    lr[0] = 0.0
+    pp, gg, bb, kk = _flat(p, offset), _flat(g, offset), _flat(b, offset), _flat(keep, offset)
+    cuda_ext.masked_sgd_member_lr_(pp, gg, bb, kk, lr, 0.9, 5e-4, nesterov)
+    for k in range(members):
+        part = slice(k * segment, (k + 1) * segment)
+        want_p, want_b = p[part].clone(), b[part].clone()
+        cuda_ext.masked_sgd_(want_p, g[part].clone(), want_b, keep[part].clone(), float(lr[k]), 0.9, 5e-4, nesterov)
+        assert torch.equal(pp[part], want_p) and torch.equal(bb[part], want_b)
+
+
+def test_masked_sgd_member_lr_rejects_bad_rates(cuda_ext):
+    x = torch.zeros(6, device="cuda")
+    keep = torch.ones(6, dtype=torch.uint8, device="cuda")
+    with pytest.raises(RuntimeError, match="divide"):
+        cuda_ext.masked_sgd_member_lr_(x, x.clone(), x.clone(), keep, torch.ones(4, device="cuda"), 0.9, 0.0, False)
+    with pytest.raises(RuntimeError, match="float32"):
+        cuda_ext.masked_sgd_member_lr_(x, x.clone(), x.clone(), keep, torch.ones(3, device="cuda").double(),
+                                       0.9, 0.0, False)
+    with pytest.raises(RuntimeError, match="lr must be on"):
+        cuda_ext.masked_sgd_member_lr_(x, x.clone(), x.clone(), keep, torch.ones(3), 0.9, 0.0, False)
 
 
 def _keys(w, largest):
