@@ -9,6 +9,10 @@ so the flat buffer holds the parameters exactly as their storages did, one after
     flat.params, flat.grads                  # 1-D tensors of flat.numel entries
     flat.flat_mask({"conv.weight": keep})   # 1-D bool, True for every unpruned entry
     flat.slices["conv.weight"]               # (offset, numel) of a parameter in the buffer
+
+A stack of K models of one architecture (lthfast.optim.StackedMaskedSGD) gives each model
+one row of a [K, row] buffer (params=P[k], grads=G[k]), so that one kernel call updates
+all K models.
 """
 from __future__ import annotations
 
@@ -24,9 +28,16 @@ class FlatParameters:
 
     The model must not be moved or re-laid out afterwards (`.to()` would allocate new
     storages and break the views). All parameters must share one dtype and device.
+
+    params, grads: optional 1-D contiguous buffers (e.g. rows of a stack's [K, row]
+    buffers) of the parameters' dtype and device, with exactly as many entries as the
+    model has parameters, to live in; by default new ones. Called again on a
+    model already re-homed, it moves the parameters (their current values) into the new
+    buffers. ValueError for mixed dtypes or devices, odd layouts or buffers that do not fit.
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, params: torch.Tensor | None = None,
+                 grads: torch.Tensor | None = None):
         named = [(n, p) for n, p in model.named_parameters()]
         if not named:
             raise ValueError("model has no parameters")
@@ -48,8 +59,17 @@ class FlatParameters:
             offset += p.numel()
         self.numel = offset
         dtype, device = dtypes.pop(), devices.pop()
-        self.params = torch.empty(self.numel, dtype=dtype, device=device)
-        self.grads = torch.zeros(self.numel, dtype=dtype, device=device)
+        if (params is None) != (grads is None):
+            raise ValueError("give both params and grads buffers, or neither")
+        if params is None:
+            params = torch.empty(self.numel, dtype=dtype, device=device)
+            grads = torch.zeros(self.numel, dtype=dtype, device=device)
+        for what, buffer in (("params", params), ("grads", grads)):
+            if buffer.dim() != 1 or buffer.numel() != self.numel or buffer.dtype != dtype \
+                    or buffer.device != device or buffer.stride(0) != 1:
+                raise ValueError(f"{what} buffer must be 1-D, contiguous, {dtype} on {device} with "
+                                 f"{self.numel} entries; got {buffer.dtype} {tuple(buffer.shape)} on {buffer.device}")
+        self.params, self.grads = params, grads
         with torch.no_grad():
             for n, p in named:
                 view = self.view(self.params, n)

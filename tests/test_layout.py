@@ -21,7 +21,7 @@ LAYERS = [
     ["ops"],
     ["models", "data", "flat", "pruning", "config", "stacked"],
     ["store", "strategies", "optim", "evaluation", "plots"],
-    ["trainer", "landscape", "hessian", "volume"],
+    ["stack_member", "stack_engines", "stack_auto", "stack", "trainer", "landscape", "hessian", "volume"],
     ["imp", "analysis"],
     ["geometry", "sublevel"],
     ["study_config", "results", "findings", "report", "study"],

@@ -1,0 +1,107 @@
+"""`auto`: the stack mode that trains fastest here, measured, not assumed.
+
+The first stack of a shape (device name, model, width, batch size, precision, memory
+layout, K) times a few steps of every candidate mode on throwaway networks and random
+images, and keeps the fastest in LTHFAST_CACHE/stack_modes.json (with every timing), so
+later stacks of that shape pick it at once. Candidates: loop and grouped everywhere,
+streams on CUDA. Not graph, nor compiled forwards: compiling takes minutes, longer than a
+measurement may (bench/gpu_check.py measures them; choose them explicitly). A stack of
+one is always loop (the single trainer's path).
+
+`stack_steps` builds such a throwaway stack and `time_steps` times it; the benches
+(bench/stack_throughput.py, bench/gpu_check.py) use both.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import torch
+
+from lthfast import ops
+from lthfast.config import TrainConfig
+from lthfast.data import default_cache_dir, normalize
+from lthfast.hardware import device_name
+from lthfast.models import prunable_names
+from lthfast.optim import StackedMaskedSGD
+from lthfast.stack_engines import make_engine
+from lthfast.stack_member import build_model, place_mask, use_channels_last
+from lthfast.storage import atomic_write_json
+
+MEASURE_STEPS, MEASURE_WARMUP = 3, 2
+
+
+def candidates(device: torch.device) -> list[str]:
+    return ["loop", "grouped"] + (["streams"] if device.type == "cuda" else [])
+
+
+def cache_key(config: TrainConfig, k: int, device: torch.device) -> str:
+    return (f"{device_name(device)} | {config.model} width {config.width or 'default'} | batch {config.batch_size} | "
+            f"{config.precision} | {'channels_last' if use_channels_last(config, device) else 'nchw'} | K {k}")
+
+
+def choose_mode(config: TrainConfig, k: int, device: torch.device, compile: bool | str = False) -> str:
+    """The mode `auto` resolves to for a stack of `k` trainings of `config`'s shape on `device`
+    (measured on the first call for that shape, then read from the cache)."""
+    if k == 1:
+        return "loop"
+    path = default_cache_dir() / "stack_modes.json"
+    key = cache_key(config, k, device)
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:  # a torn or foreign file: measure again
+        cache = {}
+    if key in cache and cache[key].get("mode") in candidates(device):
+        return cache[key]["mode"]
+    seconds = {mode: time_steps(stack_steps(config, k, mode, device, compile), MEASURE_STEPS, MEASURE_WARMUP,
+                                device) for mode in candidates(device)}
+    mode = min(seconds, key=seconds.get)
+    cache[key] = {"mode": mode, "seconds_per_step": seconds, "torch": torch.__version__}
+    atomic_write_json(cache, path)
+    return mode
+
+
+def stack_steps(config: TrainConfig, k: int, mode: str, device: torch.device, compile: bool | str = False,
+                density: float = 0.2, seed: int = 0):
+    """A step function of a throwaway stack of `k` networks of `config`'s shape (seeds
+    seed..seed+k-1, random masks of `density` over the prunable weights, per-member lr)
+    training on random images in `mode`; each call is one stack step and returns the
+    losses [K] (on the device, not synchronized)."""
+    g = torch.Generator().manual_seed(seed)
+    models, masks = [], []
+    for i in range(k):
+        model = build_model(dataclasses.replace(config, seed=seed + i), device)
+        params = dict(model.named_parameters())
+        masks.append(place_mask(model, {n: torch.rand(params[n].shape, generator=g) < density
+                                        for n in prunable_names(model)}))
+        models.append(model)
+    backend = ops.runnable_backend(config.backend, device)
+    optimizer = StackedMaskedSGD(models, masks, config.momentum, config.weight_decay, config.nesterov, backend)
+    channels_last = use_channels_last(config, device)
+    engine = make_engine(mode, models, optimizer, config.precision, device, channels_last, config.batch_size,
+                         compile)
+    b = config.batch_size
+    images = torch.randint(0, 256, (k, b, 3, 32, 32), generator=g, dtype=torch.uint8).to(device)
+    labels = torch.randint(0, 10, (k, b), generator=g).to(device)
+    lrs = [0.01 * (1 + i) for i in range(k)]
+
+    def step():
+        batches = [(normalize(images[i], channels_last), labels[i]) for i in range(k)]
+        return engine.step(batches, lrs)[0]
+    return step
+
+
+def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per call of `step` (a stack step), after `warmup` calls, synchronized on CUDA."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        losses = step()
+    losses.sum().item()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / max(1, steps)
