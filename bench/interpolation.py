@@ -16,31 +16,28 @@ timing). Medians over repeats; the two paths alternate within each repeat.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from lthfast.config import TrainConfig
+from common import device_name
 from lthfast.data import synthetic
+from lthfast.evaluation import evaluate, recompute_batchnorm
 from lthfast.landscape import EvalSettings, interpolate
 from lthfast.models import create_model
-from lthfast.trainer import evaluate, recompute_batchnorm
 
 
 def sequential_curve(theta_a, theta_b, alphas, model_name, data, x, y, settings, device):
-    config = TrainConfig(model=model_name)
     losses = []
     for a in alphas:
         model = create_model(model_name)
         model.load_state_dict({n: torch.lerp(theta_a[n], theta_b[n], a) if theta_a[n].is_floating_point()
                                else theta_a[n] for n in theta_a})
         model.to(device, memory_format=torch.channels_last)
-        recompute_batchnorm(model, data, settings.bn_batches, settings.bn_batch_size, settings.bn_seed,
-                            device, True, config)
-        losses.append(evaluate(model, x, y, config, device, True)[0])
+        recompute_batchnorm(model, data, settings.bn_batches, settings.bn_batch_size, settings.bn_seed, True)
+        losses.append(evaluate(model, x, y, "fp32", settings.batch_size, True)[0])
     return losses
 
 
@@ -79,17 +76,16 @@ def main(model: str = "resnet20", points: int = 21, images: int = 10_000, bn_bat
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
     medians = {k: statistics.median(v) for k, v in times.items()}
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        (platform.processor() or platform.machine())
+    name = device_name(device)
     print(f"{model}, {points} points, {images} images, BN from {bn_batches} x 128 images, stack {stack}, "
-          f"{repeats} repeats, {device_name}, {torch.get_num_threads()} threads")
+          f"{repeats} repeats, {name}")
     for name, seconds in medians.items():
         evals = points * images / seconds
         print(f"  {name:10s} {seconds:8.2f} s/curve  {evals:8.0f} image-evaluations/s  "
               f"x{medians['sequential'] / seconds:.2f} vs sequential")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"model": model, "points": points, "images": images, "stack": stack,
-                                     "bn_batches": bn_batches, "repeats": repeats, "device": device_name,
+                                     "bn_batches": bn_batches, "repeats": repeats, "device": name,
                                      "seconds": medians, "all_seconds": times,
                                      "speedup": medians["sequential"] / medians["batched"]}, indent=2))
     print(f"written {out}")
