@@ -115,7 +115,7 @@ def train_stack(jobs: Sequence[TrainJob], data: Dataset, mode: str = "auto", com
     data = data.to(device)
     members = [Member(index, jobs[index], data, device, backend) for index in pending]
     if mode == "auto":
-        mode = choose_mode(config, len(members), device, compile)
+        mode = choose_mode(config, len(members), device)
     optimizer = StackedMaskedSGD([m.model for m in members], [m.mask for m in members], config.momentum,
                                  config.weight_decay, config.nesterov, backend)
     for row, member in enumerate(members):

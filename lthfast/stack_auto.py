@@ -5,8 +5,9 @@ layout, K) times a few steps of every candidate mode on throwaway networks and r
 images, and keeps the fastest in LTHFAST_CACHE/stack_modes.json (with every timing), so
 later stacks of that shape pick it at once. Candidates: loop and grouped everywhere,
 streams on CUDA. Not graph, nor compiled forwards: compiling takes minutes, longer than a
-measurement may (bench/gpu_check.py measures them; choose them explicitly). A stack of
-one is always loop (the single trainer's path).
+measurement may (bench/gpu_check.py measures them; choose them explicitly), and a compiled
+stack keeps the structure measured uncompiled. A stack of one is always loop (the single
+trainer's path).
 
 `stack_steps` builds such a throwaway stack and `time_steps` times it; the benches
 (bench/stack_throughput.py, bench/gpu_check.py) use both.
@@ -41,9 +42,9 @@ def cache_key(config: TrainConfig, k: int, device: torch.device) -> str:
             f"{config.precision} | {'channels_last' if use_channels_last(config, device) else 'nchw'} | K {k}")
 
 
-def choose_mode(config: TrainConfig, k: int, device: torch.device, compile: bool | str = False) -> str:
+def choose_mode(config: TrainConfig, k: int, device: torch.device) -> str:
     """The mode `auto` resolves to for a stack of `k` trainings of `config`'s shape on `device`
-    (measured on the first call for that shape, then read from the cache)."""
+    (measured uncompiled on the first call for that shape, then read from the cache)."""
     if k == 1:
         return "loop"
     path = default_cache_dir() / "stack_modes.json"
@@ -54,8 +55,8 @@ def choose_mode(config: TrainConfig, k: int, device: torch.device, compile: bool
         cache = {}
     if key in cache and cache[key].get("mode") in candidates(device):
         return cache[key]["mode"]
-    seconds = {mode: time_steps(stack_steps(config, k, mode, device, compile), MEASURE_STEPS, MEASURE_WARMUP,
-                                device) for mode in candidates(device)}
+    seconds = {mode: time_steps(stack_steps(config, k, mode, device), MEASURE_STEPS, MEASURE_WARMUP, device)
+               for mode in candidates(device)}
     mode = min(seconds, key=seconds.get)
     cache[key] = {"mode": mode, "seconds_per_step": seconds, "torch": torch.__version__}
     atomic_write_json(cache, path)
