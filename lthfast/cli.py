@@ -20,6 +20,8 @@ from lthfast.data import load_dataset
 from lthfast.errors import Interrupted, LthError
 from lthfast.flags import build, parse_list, with_flags
 from lthfast.imp import ImpRun
+from lthfast.models import prunable_count
+from lthfast.pruning import check_levels
 from lthfast.settings import integer, number
 from lthfast.trainer import train_run
 
@@ -54,11 +56,16 @@ def imp(strategy: str = "imp", levels: int = 12, sparsities=None, root: str | No
         root: folder of runs (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
         progress: show a progress bar (default: when stderr is a terminal).
     """
-    strategies.get(strategy)
+    entry = strategies.get(strategy)
     levels = integer("--levels", levels, minimum=1)
     config = build(ImpConfig, flags, train=build(TrainConfig, flags))
     densities = None
-    if sparsities is not None:
+    if sparsities is not None and not entry.own_densities:
+        allowed = [s for s, e in strategies.STRATEGIES.items() if e.own_densities]
+        raise LthError(f"--sparsities applies to {' and '.join(allowed)}, not {strategy}")
+    if sparsities is None:
+        check_levels(prunable_count(config.train.model, config.train.width), config.prune_fraction, levels)
+    else:
         values = [number("--sparsities", s) for s in parse_list(sparsities, "floats")]
         for s in values:
             if s >= 1:
@@ -83,49 +90,111 @@ def summary(root: str | None = None):
     print(store.Store(root).summary_table())
 
 
-COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": ANALYSES, "study": study, "report": report}
+def repair(root: str | None = None):
+    """Check every level under ROOT: move damaged files aside (the command that made a level
+    computes them again, with the same results) and rebuild ROOT/index.jsonl from the
+    finished levels.
+
+    Args:
+        root: folder of runs (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
+    """
+    done = store.Store(root).repair()
+    for line in done["moved"]:
+        print(f"set aside: {line}")
+    print(f"index rebuilt: {done['levels']} finished levels ({len(done['moved'])} damaged files set aside)")
 
 
-def _check_flags(argv: list[str]) -> None:
-    """Reject unknown commands and flags with one line, before Fire prints its usage dump."""
+COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": ANALYSES, "study": study, "report": report,
+            "repair": repair}
+
+
+POSITIONAL = {"analyze": 1}  # `analyze WHAT RUN`: the run folder; every other value is a --flag
+
+
+def _is_bool(param: inspect.Parameter) -> bool:
+    return isinstance(param.default, bool) or "bool" in str(param.annotation)
+
+
+def _check_flags(argv: list[str]) -> list[str]:
+    """Reject unknown commands, unknown or short flags and stray words with one line, before
+    Fire prints its usage dump or binds a stray word to some parameter; returns argv with
+    `--flag true|false` of a boolean flag written as Fire reads it (--flag / --noflag)."""
     if not argv or argv[0] in ("-h", "--help", "--helpfull"):
-        return
+        return argv
     command = argv[0]
     if command not in COMMANDS:
         raise LthError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
-    target, rest = COMMANDS[command], argv[1:]
+    target, rest, head = COMMANDS[command], argv[1:], argv[:1]
     if isinstance(target, dict):  # a group: `analyze WHAT ...`
         if not rest or rest[0] in ("-h", "--help"):
-            return
+            return argv
         if rest[0] not in target:
             raise LthError(f"unknown {command} {rest[0]!r}; one of: {', '.join(target)}")
-        target, rest = target[rest[0]], rest[1:]
+        target, rest, head = target[rest[0]], rest[1:], argv[:2]
     params = inspect.signature(target).parameters
-    for arg in rest:
+    out, positional, i = list(head), 0, 0
+    while i < len(rest):
+        arg, i = rest[i], i + 1
         if arg in ("--", "-h", "--help"):
-            return
+            return out + rest[i - 1:]
         if arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0].replace("-", "_")
-            if name.startswith("no") and name[2:] in params:
+            flag = arg[2:].split("=", 1)[0]
+            name = flag.replace("-", "_")
+            if name not in params and name.startswith("no") and name[2:] in params and _is_bool(params[name[2:]]):
+                out.append(arg)  # --noflag
                 continue
             if name not in params:
-                raise LthError(f"unknown flag --{arg[2:].split('=', 1)[0]} for {command}; "
-                               f"see `python -m lthfast {command} --help`")
+                raise LthError(f"unknown flag --{flag} for {command}; see `python -m lthfast {command} --help`")
+            if "=" in arg:
+                out.append(arg)
+            elif _is_bool(params[name]):
+                word = rest[i].lower() if i < len(rest) else ""
+                if word in ("true", "false"):  # `--flag false`: Fire would pass the word itself, which is true
+                    i += 1
+                out.append(f"--{'no' if word == 'false' else ''}{flag}")
+            elif i < len(rest) and (not rest[i].startswith("--") or _number(rest[i])):
+                out += [arg, rest[i]]
+                i += 1
+            else:
+                raise LthError(f"--{flag} needs a value")
+            continue
+        if arg.startswith("-") and len(arg) > 1 and not _number(arg):
+            raise LthError(f"short flags such as {arg} are not accepted (they can be ambiguous); "
+                           f"write the whole --flag, see `python -m lthfast {command} --help`")
+        positional += 1
+        if positional > POSITIONAL.get(command, 0):
+            raise LthError(f"unexpected argument {arg!r} for {command}: values follow a --flag; "
+                           f"see `python -m lthfast {command} --help`")
+        out.append(arg)
+    return out
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.simplefilter("once")
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"  # one line each
     signals.install()  # from here on a signal is one line and exit 130, whenever it comes
     try:
-        _check_flags(argv)
-        fire.Fire(COMMANDS, command=argv, name="lthfast")
+        fire.Fire(COMMANDS, command=_check_flags(list(argv)), name="lthfast")
     except LthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 130 if isinstance(exc, Interrupted) else 2
+    except OSError as exc:  # a full disk, a read-only or missing folder: the file and the cause
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; finished results are kept, run the same command again "
+              "once this is fixed", file=sys.stderr)
+        return 2
     except fire.core.FireExit as exc:
         return exc.code
-    except KeyboardInterrupt as exc:  # a signal outside a training or job: nothing is half-written
+    except (signals.Stopped, KeyboardInterrupt) as exc:  # a signal outside a training or job: nothing half-written
         name = str(exc) or "SIGINT"
         print(f"error: interrupted ({name}); run the same command again to continue", file=sys.stderr)
         return 130

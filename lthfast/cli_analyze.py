@@ -13,6 +13,7 @@ from lthfast.analysis import Compute, CurveSettings
 from lthfast.errors import LthError
 from lthfast.flags import build, with_flags
 from lthfast.geometry import SharpnessSettings, VolumeSettings
+from lthfast.settings import number
 
 WHERE = """        data_dir: CIFAR-10 folder, if not the one the run was trained from.
         device: auto, cpu or cuda[:N].
@@ -54,8 +55,8 @@ def interpolate(run=None, a=None, b=None, successive=None, data_dir=None, device
         b: second solution (a = 1), e.g. imp:2.
         successive: a strategy: curves between each pair of its successive finished levels.
     """
+    settings, compute = build(CurveSettings, flags), build(Compute, flags)  # every flag checked before any work
     r = _open(run, data_dir, device)
-    settings, compute = build(CurveSettings, flags), build(Compute, flags)
     documents = [analysis.interpolation(r, x, y, settings, compute, force) for x, y in r.pairs(a, b, successive)]
     for doc in documents:
         print(_curve_line(doc))
@@ -75,8 +76,8 @@ def prune_path(run=None, level=None, strategy=None, data_dir=None, device: str =
         level: STRATEGY:K, the pruning step into level K.
         strategy: every finished level of this strategy.
     """
+    settings, compute = build(CurveSettings, flags), build(Compute, flags)  # every flag checked before any work
     r = _open(run, data_dir, device)
-    settings, compute = build(CurveSettings, flags), build(Compute, flags)
     documents = [analysis.prune_path(r, s, k, settings, compute, force) for s, k in analysis.prune_steps(r, level, strategy)]
     for doc in documents:
         print(_curve_line(doc))
@@ -94,6 +95,8 @@ def sublevel(run=None, eps: float | None = None, eps_margin: float = 0.1, force:
         eps_margin: relative margin of the default eps.
         force: compute again even if stored.
     """
+    eps = None if eps is None else number("--eps", eps, positive=True)
+    eps_margin = number("--eps-margin", eps_margin, minimum=0)
     r = _open(run)  # the table is read from the stored levels: no data, no device
     doc = sublevel_set.table(r, eps, eps_margin, force)
     result = doc["result"]
@@ -119,8 +122,8 @@ def volume(run=None, solution=None, strategy=None, data_dir=None, device: str = 
         solution: one solution, e.g. imp:2.
         strategy: every finished level of this strategy (and a per-level figure).
     """
-    r = _open(run, data_dir, device)
     settings, compute = build(VolumeSettings, flags), build(Compute, flags)
+    r = _open(run, data_dir, device)
     documents = [geometry.volume(r, s, settings, compute, force) for s in r.solutions(solution, strategy)]
 
     def line(v):
@@ -133,22 +136,23 @@ def volume(run=None, solution=None, strategy=None, data_dir=None, device: str = 
 @with_flags(SharpnessSettings, more=WHERE)
 def sharpness(run=None, solution=None, strategy=None, data_dir=None, device: str = "auto", force: bool = False,
               **flags):
-    """Top Hessian eigenvalue (power iteration) and trace (Hutchinson) within the unpruned
-    weights, on a fixed training sample, with the iterations and convergence figures.
+    """The Hessian's largest and smallest eigenvalues (Lanczos, with residuals) and trace
+    (Hutchinson) within the unpruned weights, on a fixed training sample.
 
     Args:
         run: the run folder, ROOT/imp_<hash>.
         solution: one solution, e.g. imp:2.
         strategy: every finished level of this strategy (and a per-level figure).
     """
-    r = _open(run, data_dir, device)
     settings = build(SharpnessSettings, flags)
+    r = _open(run, data_dir, device)
     documents = [geometry.sharpness(r, s, settings, force=force) for s in r.solutions(solution, strategy)]
 
     def line(v):
-        return (f"top eigenvalue {v['top_eigenvalue']:.3f} ({v['eigen_iterations']} iterations, last relative "
-                f"change {v['eigen_relative_change']:.1e}), trace {v['trace']:.1f} +- {v['trace_standard_error']:.1f} "
-                f"({v['trace_samples']} samples), {v['images']} images")
+        return (f"lambda_max {v['top_eigenvalue']:.3f}, lambda_min {v['lambda_min']:.3f} (residual "
+                f"{v['eigen_residual']:.1e}, {'converged' if v['eigen_converged'] else 'NOT converged'}, "
+                f"{v['hessian_vector_products']} Hessian-vector products), trace {v['trace']:.1f} +- "
+                f"{v['trace_standard_error']:.1f} ({v['trace_samples']} samples), {v['images']} images")
     _print_per_level(r, documents, line, strategy, "sharpness", {"top eigenvalue": "top_eigenvalue", "trace": "trace"},
                      {"trace": "trace_standard_error"})
 

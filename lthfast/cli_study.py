@@ -5,7 +5,8 @@ from __future__ import annotations
 from lthfast.flags import values, with_flags
 from lthfast.report import write_report
 from lthfast.store import Store
-from lthfast.study import Calibration, Study, dry_run_text
+from lthfast.calibration import Calibration
+from lthfast.study import Study, dry_run_text
 from lthfast.study_config import PRESETS, StudyConfig, preset_config
 
 
@@ -38,7 +39,7 @@ def study(preset: str = "cpu", root: str | None = None, dry_run: bool = False, r
     """
     config = preset_config(preset, **values(StudyConfig, flags, keep_none=False))
     root = Store(root).root
-    plan_study = Study(config, root, Calibration.measure(config), progress=progress)
+    plan_study = Study(config, root, Calibration.load_or_measure(config), progress=progress)
     jobs = plan_study.plan()
     if dry_run:
         print(dry_run_text(plan_study, jobs))

@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass, fields
 
 from lthfast import settings
 from lthfast.errors import LthError
-from lthfast.models import parse_model_name
+from lthfast.hardware import check_device
+from lthfast.models import check_size, parse_model_name
 from lthfast.ops import BACKENDS
 from lthfast.settings import setting
 
@@ -54,7 +54,8 @@ class TrainConfig:
     nesterov: bool = setting(False, "use Nesterov momentum.", kind="bool")
     weight_decay: float = setting(1e-4, "L2 weight decay.", kind="float", minimum=0.0)
     milestones: tuple | None = setting(None, "epochs where the lr is multiplied by GAMMA, e.g. 80,120; default: "
-                                       "half and three quarters of EPOCHS.", kind="ints")
+                                       "half and three quarters of EPOCHS.", kind="ints", minimum=1,
+                                       error="must be positive epoch numbers like 80,120, each once")
     gamma: float = setting(0.1, "lr factor at each milestone.", kind="float", minimum=0.0)
     warmup_iters: int = setting(0, "linear lr warmup over this many iterations (0: none).", minimum=0)
     seed: int = setting(0, "seed of the initialization, and of the data order unless DATA_SEED is given.",
@@ -75,17 +76,11 @@ class TrainConfig:
         self.validate()
 
     def validate(self):
-        if self.milestones is not None and not isinstance(self.milestones, (tuple, list)):
-            self.milestones = (self.milestones,)
-        if self.milestones is not None and not all(isinstance(m, int) and not isinstance(m, bool) and 0 < m
-                                                   for m in self.milestones):
-            raise LthError(f"--milestones must be positive epoch numbers like 80,120; got {self.milestones!r}")
         settings.check(self)
         if self.milestones is not None:
             self.milestones = tuple(sorted(self.milestones))
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
-            raise LthError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
-        parse_model_name(self.model, self.width)
+        check_device(self.device)
+        check_size(self.model, self.width)
 
     # -------------------------------------------------------------- derived values
     @property

@@ -83,12 +83,12 @@ def _decode_images(paths: list[Path]) -> torch.Tensor:
     out = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only: the size is checked before decoding
+                if img.size != (32, 32):
+                    raise LthError(f"image {path} is {img.size[0]}x{img.size[1]}; CIFAR-10 images are 32x32")
                 arr = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
             raise LthError(f"cannot read image {path}: {exc}") from None
-        if arr.shape != (32, 32, 3):
-            raise LthError(f"image {path} is {arr.shape[1]}x{arr.shape[0]}; CIFAR-10 images are 32x32")
         out[i] = arr
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 

@@ -69,6 +69,7 @@ def values(cls, flags: dict, keep_none: bool = True) -> dict:
     return out
 
 
+
 def build(cls, flags: dict, **extra):
     """An instance of `cls` from the flags (and `extra` fields)."""
     return cls(**values(cls, flags), **extra)

@@ -12,7 +12,7 @@ import torch
 from lthfast import settings
 from lthfast.analysis import Compute, Run, cached
 from lthfast.data import normalize
-from lthfast.hessian import hutchinson_trace, model_loss, top_eigenvalue
+from lthfast.hessian import extreme_eigenvalues, hutchinson_trace, model_loss
 from lthfast.models import create_model
 from lthfast.pruning import kept_count
 from lthfast.settings import setting
@@ -76,12 +76,14 @@ def volume(run: Run, solution: Solution, settings_: VolumeSettings | None = None
 
 @dataclass
 class SharpnessSettings:
-    """Top Hessian eigenvalue and trace within the unpruned weights (STUDY.md)."""
+    """Extreme Hessian eigenvalues (Lanczos) and trace within the unpruned weights (STUDY.md)."""
     images: int = setting(4096, "fixed training sample (STUDY.md: at least 4,096; smaller ones are unstable).",
                           minimum=1)
-    iterations: int = setting(100, "power iterations, at most.", minimum=1)
-    tolerance: float = setting(1e-3, "stop when successive eigenvalue estimates differ by less than this "
-                               "(relative).", kind="float", positive=True)
+    products: int = setting(200, "Hessian-vector products the eigensolver may spend, at most.", minimum=4)
+    lanczos_vectors: int = setting(20, "Lanczos vectors (ARPACK's ncv): memory and products per restart.",
+                                   minimum=4)
+    tolerance: float = setting(1e-3, "an eigenvalue is converged when ||Hv - lambda v|| / |lambda| is below this.",
+                               kind="float", positive=True)
     trace_samples: int = setting(50, "Rademacher vectors for the trace.", minimum=1)
     seed: int = setting(0, "seed of the start vector and the Rademacher vectors.", minimum=0, maximum=2 ** 32 - 1)
 
@@ -91,8 +93,9 @@ class SharpnessSettings:
 
 def sharpness(run: Run, solution: Solution, settings_: SharpnessSettings | None = None, force: bool = False,
               chunk_size: int = 512) -> dict:
-    """Top eigenvalue and trace of the Hessian of the train loss at `solution`, restricted to
-    its unpruned weights, on a fixed training sample (stored BatchNorm statistics)."""
+    """lambda_max ("top_eigenvalue"), lambda_min, their residuals and the trace of the Hessian
+    of the train loss at `solution`, restricted to its unpruned weights, on a fixed training
+    sample (stored BatchNorm statistics)."""
     settings_ = settings_ or SharpnessSettings()
 
     def measure():
@@ -109,12 +112,15 @@ def sharpness(run: Run, solution: Solution, settings_: SharpnessSettings | None 
         with torch.no_grad():
             loss = float(sum(f(params) for f in losses))
         start = time.perf_counter()
-        eigen = top_eigenvalue(losses, params, device_mask, settings_.iterations, settings_.tolerance, settings_.seed)
+        eigen = extreme_eigenvalues(losses, params, device_mask, settings_.tolerance, settings_.products,
+                                    settings_.lanczos_vectors, settings_.seed)
         eigen_seconds = time.perf_counter() - start
         trace = hutchinson_trace(losses, params, device_mask, settings_.trace_samples, settings_.seed)
-        return {"top_eigenvalue": eigen.value, "eigen_iterations": eigen.iterations,
-                "eigen_relative_change": eigen.relative_change, "eigen_converged": eigen.relative_change
-                < settings_.tolerance, "trace": trace.value, "trace_samples": trace.samples,
+        return {"top_eigenvalue": eigen.largest, "lambda_min": eigen.smallest,
+                "eigen_residual": max(eigen.residual_largest, eigen.residual_smallest),
+                "residual_largest": eigen.residual_largest, "residual_smallest": eigen.residual_smallest,
+                "hessian_vector_products": eigen.products, "eigen_solver": eigen.solver,
+                "eigen_converged": eigen.converged, "trace": trace.value, "trace_samples": trace.samples,
                 "trace_standard_error": trace.standard_error, "loss": loss, "images": len(y),
                 "dimension": kept_count(mask), "eigen_seconds": eigen_seconds,
                 "trace_seconds": time.perf_counter() - start - eigen_seconds}

@@ -2,7 +2,9 @@
 timing) and the memory layout that is fastest there."""
 from __future__ import annotations
 
+import os
 import platform
+import re
 import subprocess
 
 import torch
@@ -10,10 +12,17 @@ import torch
 from lthfast.errors import LthError
 
 
+def check_device(name: str) -> str:
+    """`name` if it is a device lthfast runs on (auto, cpu or cuda[:N]), else a one-line LthError."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(name)):
+        raise LthError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
-    """`auto` (CUDA if available, else CPU), `cpu` or `cuda[:N]`; LthError if CUDA is asked
-    for and absent (the config checked the form)."""
-    if name == "auto":
+    """`auto` (CUDA if available, else CPU), `cpu` or `cuda[:N]`; LthError for any other name,
+    or if CUDA is asked for and absent."""
+    if check_device(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -41,3 +50,12 @@ def device_name(device: torch.device) -> str:
     except (OSError, StopIteration):
         name = platform.processor() or platform.machine()
     return f"CPU {name}, {torch.get_num_threads()} threads"
+
+
+def total_memory() -> int:
+    """Bytes of physical RAM plus the largest visible GPU's memory (an upper bound on what a
+    training could use)."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    gpu = max((torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())),
+              default=0)
+    return ram + gpu

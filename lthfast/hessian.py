@@ -1,4 +1,4 @@
-"""Sharpness of a minimum (STUDY.md): the Hessian's top eigenvalue (power iteration) and its
+"""Sharpness of a minimum (STUDY.md): the Hessian's extreme eigenvalues (Lanczos) and its
 trace (Hutchinson), restricted to the unpruned weights.
 
 Both need only Hessian-vector products of a scalar loss: `loss_fn(params) -> loss`, where
@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch.func import functional_call
 
 Params = dict[str, torch.Tensor]
@@ -62,32 +64,68 @@ def model_loss(model: torch.nn.Module, names: list[str], x: torch.Tensor, y: tor
 
 @dataclass
 class Eigen:
-    value: float
-    iterations: int
-    relative_change: float  # |lambda_t - lambda_{t-1}| / |lambda_t| at the last step: the convergence figure
+    """The largest and smallest algebraic eigenvalues of the restricted Hessian, each with its
+    relative residual ||Hv - lambda v|| / |lambda|, and the Hessian-vector products spent."""
+    largest: float
+    smallest: float
+    residual_largest: float
+    residual_smallest: float
+    products: int
+    converged: bool  # both residuals below the tolerance
+    solver: str
 
 
-def top_eigenvalue(loss_fn, params: Params, mask: Params | None = None, max_iterations: int = 100,
-                   tolerance: float = 1e-3, seed: int = 0) -> Eigen:
-    """Largest-magnitude eigenvalue of M H M by power iteration from a seeded random start,
-    stopped when successive estimates differ by less than `tolerance` (relative)."""
-    g = torch.Generator().manual_seed(seed)
-    v = _masked({n: torch.randn(p.shape, generator=g).to(p) for n, p in params.items()}, mask)
-    norm = math.sqrt(float(_dot(v, v)))
-    v = {n: t / norm for n, t in v.items()}
-    value, change = 0.0, float("inf")
-    for iteration in range(1, max_iterations + 1):
+def extreme_eigenvalues(loss_fn, params: Params, mask: Params | None = None, tolerance: float = 1e-3,
+                        max_products: int = 200, lanczos_vectors: int = 20, seed: int = 0) -> Eigen:
+    """lambda_max and lambda_min (algebraic) of the Hessian restricted to the unpruned
+    entries (mask) of `params`, by implicitly restarted Lanczos (scipy.sparse.linalg.eigsh,
+    ARPACK, both ends at once) on Hessian-vector products, from a seeded start vector.
+
+    STUDY.md's "top eigenvalue" is lambda_max. Power iteration finds the largest |lambda|,
+    and stops early when two eigenvalues of opposite sign are close in size; Lanczos does not.
+    A result counts as converged only if each residual is below `tolerance`; at most about
+    `max_products` products are spent (a few more for the residuals). Dimensions up to
+    lanczos_vectors + 1 are solved exactly from the dense restricted Hessian."""
+    names = list(params)
+    keep = {n: (mask[n] != 0 if mask is not None and n in mask else torch.ones_like(params[n], dtype=torch.bool))
+            for n in names}
+    dimension = sum(int(k.sum()) for k in keep.values())
+    count = [0]
+
+    def product(x: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        v, offset = {}, 0
+        for n in names:
+            size = int(keep[n].sum())
+            full = torch.zeros_like(params[n])
+            full[keep[n]] = torch.as_tensor(x[offset:offset + size], dtype=params[n].dtype, device=params[n].device)
+            v[n], offset = full, offset + size
         hv = hessian_vector_product(loss_fn, params, v, mask)
-        new_value = float(_dot(v, hv))  # Rayleigh quotient, v has unit norm
-        norm = math.sqrt(float(_dot(hv, hv)))
-        if norm == 0:
-            return Eigen(0.0, iteration, 0.0)
-        v = {n: t / norm for n, t in hv.items()}
-        change = abs(new_value - value) / max(abs(new_value), 1e-12)
-        value = new_value
-        if change < tolerance:
-            break
-    return Eigen(value, iteration, change)
+        return np.concatenate([hv[n][keep[n]].detach().double().cpu().numpy() for n in names])
+
+    if dimension <= lanczos_vectors + 1:
+        dense = np.stack([product(e) for e in np.eye(dimension)], axis=1)
+        values, vectors = np.linalg.eigh((dense + dense.T) / 2)
+        pairs, solver = [(values[-1], vectors[:, -1]), (values[0], vectors[:, 0])], "dense (numpy eigh)"
+    else:
+        operator = LinearOperator((dimension, dimension), matvec=product, dtype=np.float64)
+        start = np.random.default_rng(seed).standard_normal(dimension)
+        ncv = min(lanczos_vectors, dimension - 1)
+        try:  # each restart spends about ncv - 2 products
+            values, vectors = eigsh(operator, k=2, which="BE", ncv=ncv, tol=tolerance, v0=start,
+                                    maxiter=max(1, (max_products - ncv) // max(1, ncv - 2) + 1))
+        except ArpackNoConvergence as exc:  # the best Ritz pairs so far: their residuals say how good
+            values, vectors = exc.eigenvalues, exc.eigenvectors
+        order = np.argsort(values)
+        pairs = [(values[order[-1]], vectors[:, order[-1]]), (values[order[0]], vectors[:, order[0]])] \
+            if len(values) else []
+        solver = f"Lanczos (scipy eigsh, {ncv} vectors)"
+    if len(pairs) < 2:
+        return Eigen(math.nan, math.nan, math.inf, math.inf, count[0], False, solver)
+    residuals = [float(np.linalg.norm(product(v) - lam * v) / max(abs(lam), 1e-30) / np.linalg.norm(v))
+                 for lam, v in pairs]
+    return Eigen(float(pairs[0][0]), float(pairs[1][0]), residuals[0], residuals[1], count[0],
+                 max(residuals) < tolerance, solver)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import time
+import warnings
 from pathlib import Path
 
 from lthfast import pruning, strategies
@@ -23,7 +24,7 @@ from lthfast.evaluation import evaluate, recompute_batchnorm
 from lthfast.hardware import resolve_device
 from lthfast.models import create_model, prunable_names
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
-from lthfast.store import Level, Store
+from lthfast.store import Level, Store, readable
 from lthfast.strategies import StartContext
 from lthfast.trainer import build_model, train, use_channels_last
 
@@ -113,7 +114,7 @@ class ImpRun:
     # ------------------------------------------------------------------ pieces
     def _mask(self, entry: strategies.Strategy, level: int, files: Level, parent_files: Level, parent: dict,
               density: float | None) -> pruning.Mask:
-        if files.mask.exists():
+        if readable(files.mask):
             return pruning.unpack(load_checkpoint(files.mask))
         if entry.drops == "imp-mask" and density is None:
             # imp's mask m_k, computed (and stored in imp's folder) without training imp's level;
@@ -143,7 +144,7 @@ class ImpRun:
 
     def _baseline(self, files: Level, weights: dict) -> dict:
         """Store the baseline's weights and evaluate them, with stored and recomputed BN statistics."""
-        if files.baseline_eval.exists():
+        if readable(files.baseline_eval) and readable(files.baseline):
             return read_json(files.baseline_eval)
         atomic_torch_save(weights, files.baseline)
         result = self._evaluate(weights, recompute_bn=False)
@@ -194,8 +195,13 @@ class ImpRun:
         self.store.append_index(record)
 
     def _finished(self, files: Level) -> bool:
-        """Whether the level is done; a done level is (re)listed in the index, in case a kill
-        came between writing level.json and appending its index line."""
+        """Whether the level is done (damaged files are moved aside first, to be computed
+        again); a done level is (re)listed in the index, in case a kill came between writing
+        level.json and appending its index line."""
+        moved = files.repair()
+        if moved:
+            warnings.warn(f"{files.folder}: damaged or incomplete files set aside and computed again: "
+                          f"{', '.join(p.name for p in moved)}")
         if not files.finished():
             return False
         self.store.append_index(files.read_record())

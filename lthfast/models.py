@@ -5,12 +5,14 @@ a later stacked (K networks at once) variant can be built from the same plan.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from lthfast import hardware
 from lthfast.errors import LthError
 
 NUM_CLASSES = 10
@@ -156,3 +158,37 @@ def prunable_names(model: nn.Module, prune_last_layer: bool | None = None) -> li
     if not prune_last_layer:
         names = [n for n in names if n != "fc.weight"]
     return names
+
+
+@functools.lru_cache(maxsize=None)
+def _counts(name: str, width: int | None) -> tuple[int, int]:
+    family, depth = parse_model_name(name, width)
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        model = (CifarResNet if family == "resnet" else CifarVGG)(depth, width or DEFAULT_WIDTHS[family])
+    params = dict(model.named_parameters())
+    return sum(p.numel() for p in params.values()), sum(params[n].numel() for n in prunable_names(model))
+
+
+def parameter_count(name: str, width: int | None = None) -> int:
+    """Parameters of the model (counted without allocating them)."""
+    return _counts(name, width)[0]
+
+
+def prunable_count(name: str, width: int | None = None) -> int:
+    """Prunable weights of the model (prunable_names), counted without allocating them."""
+    return _counts(name, width)[1]
+
+
+# Training holds about 4 bytes x (weights, gradients, momentum, a checkpoint copy) per parameter.
+BYTES_PER_PARAMETER = 16
+
+
+def check_size(name: str, width: int | None = None) -> None:
+    """A one-line LthError if the model's training state alone cannot fit in this machine's
+    memory (physical RAM, plus the largest GPU's), before anything is allocated."""
+    needed = parameter_count(name, width) * BYTES_PER_PARAMETER
+    available = hardware.total_memory()
+    if needed > available:
+        raise LthError(f"{name} at width {width} has {needed // BYTES_PER_PARAMETER:,} parameters: its training "
+                       f"state alone needs {needed / 2**30:,.0f} GiB, more than this machine's "
+                       f"{available / 2**30:,.0f} GiB; use a smaller --width")

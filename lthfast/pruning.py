@@ -51,6 +51,15 @@ def target_kept(total: int, fraction: float, level: int) -> int:
     return round(total * (1.0 - fraction) ** level)
 
 
+def check_levels(total: int, fraction: float, levels: int) -> None:
+    """A one-line LthError, before any training, if `levels` levels of pruning `fraction`
+    would leave no weight of `total`."""
+    if target_kept(total, fraction, levels) < 1:
+        last = next(k for k in range(levels + 1) if target_kept(total, fraction, k) < 1)
+        raise LthError(f"--levels {levels} with --prune-fraction {fraction} leaves no weight of the {total:,} "
+                       f"prunable ones from level {last} on; use at most {last - 1} levels")
+
+
 def _flatten(mask: Mask, weights: dict | None = None):
     names = list(mask)
     flat_mask = torch.cat([mask[n].reshape(-1) for n in names]) if names else torch.zeros(0, dtype=torch.bool)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lthfast import plots
+from lthfast import claims, plots
 from lthfast.findings import findings
 from lthfast.results import collect
 from lthfast.stats import CANNOT_TELL, DOES_NOT, SUPPORTS, mean_std  # noqa: F401  (the verdicts, for callers)
@@ -74,6 +74,7 @@ def write_report(root: Path | str) -> Path:
     config = load_study_config(root)
     results = collect(config, root)
     results["findings"] = findings(results)
+    results["working"] = claims.working_now(root)  # a study still running: the report says so at its top
     folder = Store(root).report
     figures = _figures(results, folder / "figures")
     results["figures"] = figures
@@ -85,7 +86,12 @@ def write_report(root: Path | str) -> Path:
 
 def markdown(results: dict, figures: dict) -> str:
     c = results["config"]
-    lines = [f"# lthfast study: {c['model']} on {c['data']}", "",
+    working = [f"{w['what']}, pid {w['pid']} on {w['host']} since {w['started']}" for w in results.get("working", [])]
+    lines = [f"# lthfast study: {c['model']} on {c['data']}", ""]
+    if working:
+        lines += [f"> **Written while a study was still running in this root** ({'; '.join(working)}): results "
+                  "may be missing or change; write the report again when it has finished.", ""]
+    lines += [
              f"Seeds {', '.join(map(str, c['seeds']))}; {c['levels']} levels of {c['prune_fraction']:.0%} pruning "
              f"(density down to {(1 - c['prune_fraction']) ** c['levels']:.3f}); {c['epochs']} epochs"
              f"{'' if c['train_subset'] is None else ' on a ' + str(c['train_subset']) + '-image class-balanced subset'}; "

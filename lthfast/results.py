@@ -115,7 +115,10 @@ def _geometry(col: Collector, rewind: int, k: int) -> dict | None:
             "dimension": volumes[0]["result"]["dimension"] if volumes else None,
             "top_eigenvalue": mean_std([v["result"]["top_eigenvalue"] for v in sharps]),
             "eigen_converged": all(v["result"]["eigen_converged"] for v in sharps) if sharps else None,
-            "eigen_relative_change": mean_std([v["result"]["eigen_relative_change"] for v in sharps]),
+            "lambda_min": mean_std([v["result"]["lambda_min"] for v in sharps if "lambda_min" in v["result"]]),
+            # power iteration's last relative change, in results of lthfast before the Lanczos solver
+            "eigen_residual": mean_std([v["result"].get("eigen_residual", v["result"].get("eigen_relative_change"))
+                                        for v in sharps]),
             "trace": mean_std([v["result"]["trace"] for v in sharps]),
             "wall_seconds": sum(v["wall_seconds"] for v in volumes + sharps)}
 

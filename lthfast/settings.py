@@ -16,22 +16,26 @@ import dataclasses
 import math
 import numbers
 
+import numpy as np
+
 from lthfast.errors import LthError
 
 KINDS = ("int", "float", "str", "bool", "ints", "floats", "strs")
 
 
 def setting(default, help: str, kind: str = "int", minimum=None, maximum=None, positive: bool = False,
-            below: float | None = None, choices: tuple | None = None, optional: bool = False, flag: str | None = None):
+            below: float | None = None, choices: tuple | None = None, optional: bool = False, flag: str | None = None,
+            unique: bool = True, error: str | None = None):
     """A dataclass field with its help, kind (one of KINDS) and range.
 
     minimum/maximum: inclusive bounds; positive: > 0; below: < this value (exclusive);
     choices: the allowed values (str kinds); optional: None is allowed (and means the help's default).
-    flag: the flag's name if not the field's (e.g. a preset's)."""
+    flag: the flag's name if not the field's (e.g. a preset's); unique: a list may not repeat a value;
+    error: the message's tail for any bad value, if the generic one would not say what is meant."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     meta = dict(help=help, kind=kind, minimum=minimum, maximum=maximum, positive=positive, below=below,
-                choices=choices, optional=optional or default is None, flag=flag)
+                choices=choices, optional=optional or default is None, flag=flag, unique=unique, error=error)
     return dataclasses.field(default=default, metadata={"setting": meta})
 
 
@@ -69,17 +73,26 @@ def number(flag: str, value, minimum=None, maximum=None, positive: bool = False,
 
 
 def _check_one(flag: str, value, kind: str, meta: dict):
+    if isinstance(value, np.generic):  # numpy scalars from the Python API: plain Python values
+        value = value.item()
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise LthError(f"{flag} must be {_range_text(meta, 'integer')}, got {value!r}")
         value = int(value)
     elif kind == "float":
+        if isinstance(value, str):  # the command line's "nan", "inf" are words to Fire
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise LthError(f"{flag} must be {_range_text(meta, 'number')}, got {value!r}")
         value = float(value)
         if not math.isfinite(value):
             raise LthError(f"{flag} must be a finite number, got {value!r}")
     elif kind == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
         if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
             raise LthError(f"{flag} must be true or false, got {value!r}")
         return bool(value)
@@ -103,24 +116,36 @@ def check(obj) -> None:
         meta = field.metadata.get("setting")
         if meta is None:
             continue
-        value = getattr(obj, field.name)
-        flag = flag_name(field)
-        if value is None:
-            if not meta["optional"]:
-                raise LthError(f"{flag} must be given")
-            continue
-        kind = meta["kind"]
-        if kind in ("ints", "floats", "strs"):
-            items = value if isinstance(value, (tuple, list)) else (value,)
-            try:
-                value = tuple(_check_one(flag, v, kind[:-1] if kind != "strs" else "str", meta) for v in items)
-            except LthError:
-                noun = {"ints": "integer", "floats": "number", "strs": "name"}[kind]
-                what = _range_text(meta, noun).split(" ", 1)[1].replace(noun, noun + "s", 1)
-                raise LthError(f"{flag} must be a comma-separated list of {what}, got {value!r}") from None
-        else:
-            value = _check_one(flag, value, kind, meta)
-        object.__setattr__(obj, field.name, value)  # frozen dataclasses too
+        try:
+            _check_field(obj, field, meta)
+        except LthError:
+            if meta.get("error") is None:
+                raise
+            raise LthError(f"{flag_name(field)} {meta['error']}; got {getattr(obj, field.name)!r}") from None
+
+
+def _check_field(obj, field: dataclasses.Field, meta: dict) -> None:
+    value = getattr(obj, field.name)
+    flag = flag_name(field)
+    if value is None:
+        if not meta["optional"]:
+            raise LthError(f"{flag} must be given")
+        return
+    kind = meta["kind"]
+    if kind in ("ints", "floats", "strs"):
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        try:
+            value = tuple(_check_one(flag, v, kind[:-1] if kind != "strs" else "str", meta) for v in items)
+        except LthError:
+            noun = {"ints": "integer", "floats": "number", "strs": "name"}[kind]
+            what = _range_text(meta, noun).split(" ", 1)[1].replace(noun, noun + "s", 1)
+            raise LthError(f"{flag} must be a comma-separated list of {what}, got {value!r}") from None
+        repeated = sorted({v for v in value if value.count(v) > 1}, key=str)
+        if meta.get("unique", True) and repeated:
+            raise LthError(f"{flag} lists {', '.join(map(str, repeated))} more than once: {value!r}")
+    else:
+        value = _check_one(flag, value, kind, meta)
+    object.__setattr__(obj, field.name, value)  # frozen dataclasses too
 
 
 def fields_with_help(cls) -> list[tuple[dataclasses.Field, dict]]:

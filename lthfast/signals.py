@@ -4,7 +4,7 @@ One handler for the whole process, one flag. Inside a `deferred()` block (a trai
 study's job loop) a signal only sets the flag, and the block stops at its next safe point
 (`stop_requested()`: after a step whose checkpoint is saved, after a job); blocks nest and
 share the flag, so a signal is never swallowed between them. Outside every block the
-handler raises KeyboardInterrupt at once (nothing is half-written there), which the CLI
+handler raises Stopped at once (nothing is half-written there), which the CLI
 turns into one line and exit status 130.
 """
 from __future__ import annotations
@@ -19,10 +19,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _state = {"depth": 0, "signal": None, "previous": None}
 
 
+class Stopped(BaseException):
+    """A signal outside every deferred block: it unwinds the command at once (BaseException,
+    so that no `except Exception` swallows it; not KeyboardInterrupt, which Python turns into
+    death by SIGINT when it ends a program)."""
+
+
 def _handler(signum, frame):
     _state["signal"] = signum
     if _state["depth"] == 0:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise Stopped(signal.Signals(signum).name)
 
 
 def install() -> None:

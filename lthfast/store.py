@@ -24,13 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lthfast import pruning, strategies
 from lthfast.config import ImpConfig, TrainConfig
 from lthfast.errors import LthError
-from lthfast.storage import atomic_write_json, load_checkpoint, read_json
+from lthfast.storage import atomic_write_json, atomic_write_text, load_checkpoint, read_json
 
 SOLUTION_FORMS = "STRATEGY:LEVEL (e.g. imp:3; level 0 is the dense network), STRATEGY:LEVEL:baseline, or a level folder"
 
@@ -51,10 +54,36 @@ def slug(spec: str) -> str:
 
 # ----------------------------------------------------------------------------- a level folder
 
-class Level:
-    """The files of one level folder (or of a plain training's run folder)."""
+def readable(path: Path) -> bool:
+    """Present and whole: a torch file is a complete zip archive (a truncated one has lost its
+    directory at the end), a JSON file parses to a non-empty object."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        if path.suffix == ".pt":
+            return zipfile.is_zipfile(path)
+        return bool(json.loads(path.read_bytes()))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
 
-    def __init__(self, folder: Path):
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file out of the way (kept for inspection, never read again)."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    return target
+
+
+class Level:
+    """The files of one level folder (or of a plain training's run folder).
+
+    A level is finished only when level.json and every file it needs are present and
+    readable; `repair()` moves damaged files aside so that the missing parts are computed
+    again (runs are deterministic: the same results come back)."""
+
+    def __init__(self, folder: Path, kind: str = "pruned", rewind: bool = False):
+        """kind: "pruned" (a pruned level), "dense" (level 0) or "train" (a plain training's
+        folder: the trainer's files only); rewind: the level must hold rewind.pt."""
         self.folder = Path(folder)
         self.checkpoint = self.folder / "checkpoint.pt"
         self.rewind = self.folder / "rewind.pt"
@@ -64,16 +93,35 @@ class Level:
         self.baseline = self.folder / "baseline.pt"
         self.baseline_eval = self.folder / "baseline.json"
         self.record = self.folder / "level.json"
-
-    def finished(self) -> bool:
-        return self.record.exists()
+        # What a finished level holds besides the trainer's final.pt and metrics.json.
+        self.needs = ([] if kind == "train" else [self.mask, self.record]) \
+            + ([self.baseline, self.baseline_eval] if kind == "pruned" else []) + ([self.rewind] if rewind else [])
 
     def trained(self) -> bool:
         """The trainer's part is done: final.pt and a metrics.json that says finished."""
-        return self.final.exists() and self.metrics.exists() and read_json(self.metrics).get("finished", False)
+        return readable(self.final) and readable(self.metrics) and read_json(self.metrics).get("finished", False)
+
+    def finished(self) -> bool:
+        return self.trained() and all(readable(p) for p in self.needs)
 
     def read_record(self) -> dict:
         return read_json(self.record)
+
+    def repair(self) -> list[Path]:
+        """Move aside every present but unreadable file, and level.json if the level is not
+        whole (so that it is finished again); returns the files moved aside."""
+        moved = []
+        for path in sorted(self.folder.glob("*.pt")) + sorted(self.folder.glob("*.json")):
+            if not readable(path):
+                moved.append(set_aside(path))
+        if self.record.exists() and not self.finished():
+            moved.append(set_aside(self.record))
+        if self.metrics.exists() and not self.final.exists() and read_json(self.metrics).get("finished"):
+            moved.append(set_aside(self.metrics))  # "finished" without its weights: train again
+        if self.rewind in self.needs and not self.rewind.exists() and self.final.exists():
+            # Only a training writes the rewind point: train again from the start.
+            moved += [set_aside(p) for p in (self.final, self.metrics, self.checkpoint) if p.exists()]
+        return moved
 
 
 @dataclass(frozen=True)
@@ -116,13 +164,17 @@ class Run:
         try:
             return cls(folder, ImpConfig.from_dict(read_json(path)))
         except LthError as exc:
-            raise LthError(f"{path} is not an IMP config ({exc})") from None
+            raise LthError(f"{path} is damaged or not an IMP config ({exc}); the `imp` or `study` command that "
+                           "made this run writes it again") from None
 
     @classmethod
     def create(cls, root: str | Path, config: ImpConfig) -> "Run":
         """The run of `config` under `root`, its config.json written (or checked) now."""
         run = cls(Path(root).expanduser() / f"imp_{config.run_hash()}", config)
         path = run.folder / "config.json"
+        if path.exists() and not readable(path):
+            # The folder's name is this config's hash: the config it held is this one.
+            warnings.warn(f"{path} was damaged and is written again (the old one is {set_aside(path).name})")
         if path.exists():
             if ImpConfig.from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
                 raise LthError(f"run folder {run.folder} holds a run of another config; "
@@ -144,7 +196,9 @@ class Run:
         return self.folder / strategy / f"level_{level:02d}"
 
     def level(self, strategy: str, level: int, density: float | None = None) -> Level:
-        return Level(self.level_dir(strategy, level, density))
+        dense = level == 0
+        return Level(self.level_dir(strategy, level, density), "dense" if dense else "pruned",
+                     rewind=dense and self.config.train.rewind_iter is not None)
 
     def levels(self, strategy: str) -> list[int]:
         """The finished levels of `strategy`, dense level 0 first."""
@@ -152,7 +206,8 @@ class Run:
         found = [0] if self.level("imp", 0).finished() else []
         folder = self.folder / strategy
         if folder.is_dir():
-            found += sorted(int(p.name[6:]) for p in folder.glob("level_[0-9][0-9]") if Level(p).finished())
+            found += sorted(int(p.name[6:]) for p in folder.glob("level_[0-9][0-9]")
+                            if self.level(strategy, int(p.name[6:])).finished())
         return found
 
     def strategies(self) -> list[str]:
@@ -228,6 +283,8 @@ class Store:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root or default_root()).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise LthError(f"--root {self.root} is a file, not a folder")
         self.index = self.root / "index.jsonl"
         self.study_config = self.root / "study.json"
         self.report = self.root / "report"
@@ -246,6 +303,8 @@ class Store:
         """The training's folder with config.json, or a check that the one there matches."""
         folder = self.train_dir(config)
         path = folder / "config.json"
+        if path.exists() and not readable(path):
+            warnings.warn(f"{path} was damaged and is written again (the old one is {set_aside(path).name})")
         if path.exists():
             if TrainConfig.from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
                 raise LthError(f"run folder {folder} holds a run of another config; "
@@ -254,13 +313,19 @@ class Store:
             raise LthError(f"run folder {folder} exists without config.json; remove it or use another --root")
         else:
             atomic_write_json(config.to_dict(), path)
-        return Level(folder)
+        files = Level(folder, "train", rewind=config.rewind_iter is not None)
+        moved = files.repair()
+        if moved:
+            warnings.warn(f"{folder}: damaged files set aside and computed again: {', '.join(p.name for p in moved)}")
+        return files
 
     # ------------------------------------------------------------------ index
+    INDEX_KEYS = ("run", "model", "seed", "strategy", "level", "density", "test_accuracy", "train_loss", "folder")
+
     def append_index(self, record: dict) -> None:
         """Append a finished level to the index (once: a re-run does not duplicate it)."""
         key = (record["run"], record["strategy"], record["folder"])
-        if any((r["run"], r["strategy"], r["folder"]) == key for r in self.read_index()):
+        if any((r["run"], r["strategy"], r["folder"]) == key for r in self.read_index(warn=False)):
             return
         line = json.dumps({k: v for k, v in record.items() if k != "layer_density"}, sort_keys=True)
         torn = self.index.exists() and self.index.stat().st_size > 0 and not self.index.read_bytes().endswith(b"\n")
@@ -269,16 +334,48 @@ class Store:
             f.write(("\n" if torn else "") + line + "\n")
             f.flush()
 
-    def read_index(self) -> list[dict]:
+    def read_index(self, warn: bool = True) -> list[dict]:
+        """The index's records. The index is derived data (level.json holds the same): a damaged
+        line is skipped, with one warning that names the command rebuilding it."""
         if not self.index.exists():
             return []
-        records = []
-        for line in self.index.read_text().splitlines():
+        records, damaged = [], 0
+        for line in self.index.read_bytes().splitlines():
             try:
-                records.append(json.loads(line))
-            except ValueError:  # a line torn by a kill mid-write; its level.json is still there
-                continue
+                record = json.loads(line)
+                if all(k in record for k in self.INDEX_KEYS):
+                    records.append(record)
+                    continue
+            except ValueError:  # torn by a kill mid-write, or undecodable bytes
+                pass
+            damaged += 1 if line.strip() else 0
+        if damaged and warn:
+            warnings.warn(f"{self.index}: {damaged} damaged line(s) skipped; "
+                          f"`python -m lthfast repair --root {self.root}` rebuilds the index from the level folders")
         return records
+
+    def repair(self) -> dict:
+        """Move damaged files of every level aside (they are computed again by the command
+        that made them) and rebuild the index from the finished levels' level.json."""
+        moved, records = [], []
+        for config_path in sorted(self.root.glob("imp_*/config.json")):
+            try:
+                run = Run.open(config_path.parent)
+            except LthError as exc:
+                moved.append(f"{config_path.parent.name}: {exc}")
+                continue
+            for strategy in strategies.STRATEGIES:
+                folders = [(0, None)] if strategy == "imp" else []
+                folders += [(int(p.name[6:]), p) for p in sorted((run.folder / strategy).glob("level_[0-9][0-9]"))]
+                for level, _ in folders:
+                    files = run.level(strategy, level)
+                    moved += [str(p.relative_to(self.root)) for p in files.repair()]
+                    if files.finished():
+                        records.append(files.read_record())
+        lines = "".join(json.dumps({k: v for k, v in r.items() if k != "layer_density"}, sort_keys=True) + "\n"
+                        for r in records)
+        atomic_write_text(lines, self.index)
+        return {"moved": moved, "levels": len(records)}
 
     def summary_table(self) -> str:
         """Every finished level under the root as one text table."""

@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from lthfast import analysis, geometry, signals, store, strategies, sublevel
+from lthfast import analysis, claims, geometry, signals, store, strategies, sublevel
 from lthfast.data import load_dataset
 from lthfast.errors import Interrupted
-from lthfast.hardware import resolve_device
 from lthfast.imp import ImpRun
 from lthfast.storage import atomic_write_json
+from lthfast.calibration import Calibration
 from lthfast.study_config import StudyConfig
-from lthfast.trainer import build_model, use_channels_last
 
 
 @dataclass
@@ -35,57 +32,6 @@ class Job:
     cost: float  # estimated seconds (calibrated on the device)
     done: Callable[[], bool]
     run: Callable[[], object]
-
-
-@dataclass
-class Calibration:
-    """Measured seconds per training step, per evaluated image and per Hessian-vector
-    product image, on the study's device with its model: the plan's cost estimates."""
-    train_step: float
-    eval_image: float
-    hvp_image: float
-
-    @classmethod
-    def measure(cls, config: StudyConfig) -> "Calibration":
-        device = resolve_device(config.device)
-        train = config.imp_config(config.seeds[0], config.rewind_iter).train
-        model = build_model(train, device)
-        x = torch.randn(config.batch_size, 3, 32, 32, device=device)
-        if use_channels_last(train, device):
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (config.batch_size,), device=device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-
-        def step():
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-
-        def forward():
-            with torch.no_grad():
-                model(x)
-
-        def hvp():
-            params = [p for p in model.parameters() if p.dim() > 1]
-            grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params, create_graph=True)
-            torch.autograd.grad(sum((g * g.detach()).sum() for g in grads), params)
-
-        return cls(_median_seconds(step, device), _median_seconds(forward, device) / config.batch_size,
-                   _median_seconds(hvp, device) / config.batch_size)
-
-
-def _median_seconds(fn, device, repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 class Study:
@@ -162,7 +108,7 @@ class Study:
         costs = {"interpolate": curve.points * (curve.train_images + (curve.test_images or 10_000)
                                                 + curve.bn_batches * c.batch_size) * image,
                  "volume": volume.directions * volume.train_images * (4 + volume.bisections) * image,
-                 "sharpness": (sharp.iterations + sharp.trace_samples) * sharp.images * (cal.hvp_image if cal else 0),
+                 "sharpness": (sharp.products + sharp.trace_samples) * sharp.images * (cal.hvp_image if cal else 0),
                  "distance": 0.5}
         costs["prune-path"] = costs["interpolate"]
         prefix = self._prefix(seed, rewind)
@@ -225,7 +171,7 @@ class Study:
     def execute(self, jobs: list[Job], out=sys.stderr) -> None:
         """Run the jobs not done yet, in the plan's (dependency) order, with a progress line per job.
         A signal stops the study after the running job (a training saves its checkpoint first)."""
-        with signals.deferred():
+        with signals.deferred(), claims.working(self.root, f"study ({len(jobs)} jobs)"):
             pending = [j for j in jobs if not j.done()]
             done_before = len(jobs) - len(pending)
             print(f"study: {len(jobs)} jobs, {done_before} already stored, {len(pending)} to run "
@@ -295,7 +241,8 @@ def dry_run_text(study: Study, jobs: list[Job]) -> str:
                  f"on this device")
     lines += [f"  {kind:12s} {count:5d} jobs  ~{duration(cost)}" for kind, (count, cost) in kinds.items()]
     if cal:
-        lines.append(f"(calibration on this device: {cal.train_step * 1e3:.1f} ms per training step, "
-                     f"{cal.eval_image * 1e6:.0f} us per evaluated image, {cal.hvp_image * 1e6:.0f} us per "
-                     "Hessian-vector-product image)")
+        lines.append(f"(calibration on {cal.device}, {cal.measured}: {cal.train_step * 1e3:.1f} ms per training step "
+                     f"(spread {cal.spread['train_step']:.0%}), {cal.eval_image * 1e6:.0f} us per evaluated image "
+                     f"({cal.spread['eval']:.0%}), {cal.hvp_image * 1e6:.0f} us per Hessian-vector-product image "
+                     f"({cal.spread['hvp']:.0%}){'; MEASURED WHILE BUSY' if cal.busy else ''})")
     return "\n".join(lines)

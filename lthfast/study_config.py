@@ -8,6 +8,7 @@ Each (seed, rewind point) is one IMP run folder ROOT/imp_<hash>.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from lthfast import settings, strategies
@@ -15,7 +16,9 @@ from lthfast.analysis import CurveSettings
 from lthfast.config import DEFAULT_REWIND_ITER, SEED_MAX, ImpConfig, TrainConfig
 from lthfast.errors import LthError
 from lthfast.geometry import SharpnessSettings, VolumeSettings
-from lthfast.models import parse_model_name
+from lthfast.data import SIZES
+from lthfast.models import parse_model_name, prunable_count
+from lthfast.pruning import check_levels
 from lthfast.ops import BACKENDS
 from lthfast.settings import setting
 from lthfast.storage import read_json
@@ -55,7 +58,7 @@ class StudyConfig:
     volume_bisections: int = setting(10, "bisections of each basin radius.", minimum=0)
     volume_delta: float = setting(0.1, "loss rise that bounds a basin.", kind="float", positive=True)
     sharpness_images: int = setting(4096, "training images of each sharpness.", minimum=1)
-    sharpness_iterations: int = setting(100, "power iterations of each top eigenvalue, at most.", minimum=1)
+    sharpness_products: int = setting(200, "Hessian-vector products of each eigenvalue pair, at most.", minimum=4)
     sharpness_trace_samples: int = setting(50, "Rademacher vectors of each trace.", minimum=1)
     geometry_seeds: tuple | None = setting(None, "seeds whose IMP levels get volume and sharpness (default: all).",
                                            kind="ints", minimum=0, maximum=SEED_MAX)
@@ -80,11 +83,23 @@ class StudyConfig:
             raise LthError("--strategies must include imp: every other strategy is compared with it")
         if self.rewind_iter is None:
             self.rewind_iter = DEFAULT_REWIND_ITER[parse_model_name(self.model, self.width)[0]]
+        self._check_plan()
         # Settings are checked where they are used; build them once here so a bad value fails now.
         self.curve_settings(), self.volume_settings(), self.sharpness_settings()
         for seed in self.seeds:
             for rewind in self.rewinds():
                 self.imp_config(seed, rewind)
+
+    def _check_plan(self) -> None:
+        """Plans that cannot finish fail now, before the first training."""
+        check_levels(prunable_count(self.model, self.width), self.prune_fraction, self.levels)
+        total = self.epochs * math.ceil((self.train_subset or SIZES[self.data][0]) / self.batch_size)
+        if self.rewind_iter > total:
+            raise LthError(f"--rewind-iter {self.rewind_iter} is past the end of training ({total} iterations)")
+        strays = [s for s in self.geometry_seeds or () if s not in self.seeds]
+        if strays:
+            raise LthError(f"--geometry-seeds {', '.join(map(str, strays))} not among --seeds "
+                           f"{', '.join(map(str, self.seeds))}")
 
     def rewinds(self) -> list[int]:
         return [self.rewind_iter] + ([0] if self.rewind_zero and self.rewind_iter != 0 else [])
@@ -109,7 +124,7 @@ class StudyConfig:
                               train_images=self.volume_train_images, bisections=self.volume_bisections)
 
     def sharpness_settings(self) -> SharpnessSettings:
-        return SharpnessSettings(images=self.sharpness_images, iterations=self.sharpness_iterations,
+        return SharpnessSettings(images=self.sharpness_images, products=self.sharpness_products,
                                  trace_samples=self.sharpness_trace_samples)
 
     def analysis_settings(self, what: str) -> dict:
@@ -141,13 +156,13 @@ PRESETS = {
                 rewind_iter=40, eval_train_images=1000, eval_test_images=2000, bn_batches=8,
                 curve_points=9, curve_train_images=1000, curve_test_images=1000,
                 volume_directions=8, volume_train_images=500, volume_bisections=6,
-                sharpness_images=4096, sharpness_iterations=3, sharpness_trace_samples=2, sharpness_levels=(0, -1)),
+                sharpness_images=4096, sharpness_products=30, sharpness_trace_samples=2, sharpness_levels=(0, -1)),
     # Synthetic data and a tiny ResNet: every job of the study in minutes, for tests.
     "smoke": dict(model="resnet8", width=8, data="synthetic", train_subset=128, epochs=2, batch_size=32,
                   milestones=(1,), levels=2, seeds=(0, 1), rewind_iter=2, eval_train_images=128,
                   eval_test_images=128, bn_batches=2, curve_points=3, curve_train_images=64, curve_test_images=64,
                   volume_directions=2, volume_train_images=64, volume_bisections=2, sharpness_images=64,
-                  sharpness_iterations=2, sharpness_trace_samples=2),
+                  sharpness_products=30, sharpness_trace_samples=2),
 }
 
 

@@ -145,10 +145,12 @@ def test_volume_radii_bound_the_loss_level_and_count_unpruned_dimensions(run):
 
 def test_sharpness_is_finite_and_restricted_to_unpruned_weights(run):
     solution = run.solution("imp:1")
-    settings = geometry.SharpnessSettings(images=64, iterations=4, trace_samples=3)
+    settings = geometry.SharpnessSettings(images=64, products=40, lanczos_vectors=8, trace_samples=3)
     s = geometry.sharpness(run, solution, settings)["result"]
     assert s["images"] == 64 and s["dimension"] == pruning.kept_count(solution.load()[1])
-    assert math.isfinite(s["top_eigenvalue"]) and s["eigen_iterations"] <= 4 and math.isfinite(s["trace"])
+    assert math.isfinite(s["top_eigenvalue"]) and s["hessian_vector_products"] <= 40 + 8 + 2
+    assert s["lambda_min"] <= s["top_eigenvalue"] and math.isfinite(s["trace"])
+    assert s["eigen_converged"] == (s["eigen_residual"] < settings.tolerance)
 
 
 def test_distance_over_unpruned_weights(run):

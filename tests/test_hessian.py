@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lthfast.hessian import distance, hessian_vector_product, hutchinson_trace, top_eigenvalue
+from lthfast.hessian import distance, extreme_eigenvalues, hessian_vector_product, hutchinson_trace
 
 
 def quadratic(matrix):
@@ -26,12 +26,54 @@ def test_hessian_vector_product_of_a_quadratic_is_the_matrix_times_v():
     torch.testing.assert_close(hv["w"], a @ v["w"])
 
 
-def test_top_eigenvalue_matches_the_exact_one():
+def test_extreme_eigenvalues_match_the_exact_ones():
     a, eigenvalues = spd(8)
-    result = top_eigenvalue(quadratic(a), {"w": torch.zeros(8, dtype=torch.float64)}, tolerance=1e-10,
-                            max_iterations=500)
-    assert result.value == pytest.approx(float(eigenvalues.max()), rel=1e-6)
-    assert result.relative_change < 1e-9 and result.iterations > 1
+    result = extreme_eigenvalues(quadratic(a), {"w": torch.zeros(8, dtype=torch.float64)}, tolerance=1e-10)
+    assert result.largest == pytest.approx(float(eigenvalues.max()), rel=1e-6)
+    assert result.smallest == pytest.approx(float(eigenvalues.min()), rel=1e-6)
+    assert result.converged and result.residual_largest < 1e-9 and result.products > 1
+
+
+def with_spectrum(values, seed=0):
+    """A symmetric matrix with exactly these eigenvalues, in a random basis."""
+    values = torch.tensor(values, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    return q @ torch.diag(values) @ q.T
+
+
+@pytest.mark.parametrize("spectrum", [[4.0, -3.96, 1.0, 0.5],   # the case power iteration called converged at -3.96
+                                      [-3.96, 4.0, 0.2],
+                                      [1.0, 1.0 - 1e-9, -1.0]])  # a tie and its opposite
+def test_opposite_signs_of_nearly_equal_size_on_small_matrices(spectrum):
+    a = with_spectrum(spectrum)
+    result = extreme_eigenvalues(quadratic(a), {"w": torch.zeros(len(spectrum), dtype=torch.float64)})
+    assert result.largest == pytest.approx(max(spectrum), rel=1e-9)
+    assert result.smallest == pytest.approx(min(spectrum), rel=1e-9)
+    assert result.converged
+
+
+@pytest.mark.parametrize("top, bottom", [(4.0, -3.96), (0.58, -0.77), (5.0, -5.0 + 1e-6)])
+def test_lanczos_finds_both_ends_of_a_large_spectrum(top, bottom):
+    """Lanczos (not the dense path: 300 > lanczos_vectors + 1) on a bulk in [-0.3, 0.3] with
+    the two ends of opposite sign and nearly equal size (or the negative end larger)."""
+    values = [top, bottom] + torch.linspace(-0.3, 0.3, 298).tolist()
+    a = with_spectrum(values, seed=1)
+    result = extreme_eigenvalues(quadratic(a), {"w": torch.zeros(300, dtype=torch.float64)}, tolerance=1e-6,
+                                 max_products=2000, lanczos_vectors=20)
+    assert result.solver.startswith("Lanczos")
+    assert result.largest == pytest.approx(top, rel=1e-5) and result.smallest == pytest.approx(bottom, rel=1e-5)
+    assert result.converged and max(result.residual_largest, result.residual_smallest) < 1e-6
+    assert result.products <= 2000 + 2
+
+
+def test_a_budget_too_small_is_reported_as_not_converged():
+    values = [1.0 + 1e-4 * k for k in range(300)]  # a crowded top: slow to converge
+    a = with_spectrum(values, seed=2)
+    result = extreme_eigenvalues(quadratic(a), {"w": torch.zeros(300, dtype=torch.float64)}, tolerance=1e-12,
+                                 max_products=12, lanczos_vectors=8)
+    assert not result.converged
+    assert result.products <= 12 + 8 + 2  # the budget (one restart's granularity) and the two residuals
 
 
 def test_hutchinson_trace_converges_to_the_exact_trace():
@@ -51,8 +93,8 @@ def test_pruned_weights_never_move_and_restrict_the_spectrum():
     kept = mask["w"].nonzero().flatten()
     sub = a[kept][:, kept]
     exact_top = float(torch.linalg.eigvalsh(sub).max())
-    assert top_eigenvalue(quadratic(a), params, mask, tolerance=1e-12, max_iterations=1000).value == \
-        pytest.approx(exact_top, rel=1e-6)
+    assert extreme_eigenvalues(quadratic(a), params, mask, tolerance=1e-12).largest == pytest.approx(exact_top,
+                                                                                                   rel=1e-6)
     trace = hutchinson_trace(quadratic(a), params, mask, samples=3000)
     assert abs(trace.value - float(torch.trace(sub))) < 4 * trace.standard_error + 1e-9
 

@@ -1,0 +1,116 @@
+"""Calibration: measured seconds per training step, per evaluated image and per
+Hessian-vector-product image of a study's model on its device, from which the study's
+plan estimates its cost.
+
+Measured once per device, model and recipe and kept in the cache folder
+(~/.cache/lthfast/calibration), so that a finished study or a --dry-run starts at once.
+Each figure is the median of several runs after two warm-ups, with its spread; a
+measurement taken while the machine is busy (load average, or a wide spread) is used for
+this run only, with a warning, and never cached: it can be many times too high.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lthfast.data import default_cache_dir
+from lthfast.hardware import device_name, resolve_device
+from lthfast.storage import atomic_write_json, read_json
+from lthfast.trainer import build_model, use_channels_last
+
+WARMUPS, REPEATS = 2, 7
+BUSY_SPREAD = 0.5  # (slowest - fastest) / median above this: something else was running
+
+
+@dataclass
+class Calibration:
+    train_step: float  # seconds per training step (one batch)
+    eval_image: float  # seconds per evaluated image
+    hvp_image: float  # seconds per image of a Hessian-vector product
+    spread: dict  # (slowest - fastest) / median of the repeats, per figure
+    device: str
+    busy: bool  # measured while the machine was busy (not cached)
+    measured: str
+
+    @classmethod
+    def load_or_measure(cls, config) -> "Calibration":
+        """The cached calibration of (device, model, recipe) of a StudyConfig, or a new one."""
+        device = resolve_device(config.device)
+        train = config.imp_config(config.seeds[0], config.rewind_iter).train
+        key = {"device": device_name(device), "model": train.model, "width": train.width,
+               "batch_size": train.batch_size, "precision": train.precision,
+               "channels_last": use_channels_last(train, device), "torch": torch.__version__}
+        path = default_cache_dir() / "calibration" / \
+            (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] + ".json")
+        if path.exists():
+            try:
+                return cls(**read_json(path)["calibration"])
+            except Exception:  # a damaged or old cache entry: measure again
+                pass
+        calibration = measure(train, device)
+        if not calibration.busy:
+            atomic_write_json({"key": key, "calibration": asdict(calibration)}, path)
+        return calibration
+
+
+def _seconds(fn, device) -> tuple[float, float]:
+    """Median seconds of fn and the relative spread of the repeats, after the warm-ups."""
+    for _ in range(WARMUPS):
+        fn()
+    times = []
+    for _ in range(REPEATS):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return median, (max(times) - min(times)) / median
+
+
+def measure(train, device: torch.device) -> Calibration:
+    """Time a training step, an evaluation forward and a Hessian-vector product of the model."""
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    model = build_model(train, device)
+    x = torch.randn(train.batch_size, 3, 32, 32, device=device)
+    if use_channels_last(train, device):
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (train.batch_size,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def hvp():
+        params = [p for p in model.parameters() if p.dim() > 1]
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params, create_graph=True)
+        torch.autograd.grad(sum((g * g.detach()).sum() for g in grads), params)
+
+    (step_s, step_spread), (forward_s, forward_spread), (hvp_s, hvp_spread) = \
+        _seconds(step, device), _seconds(forward, device), _seconds(hvp, device)
+    spread = {"train_step": step_spread, "eval": forward_spread, "hvp": hvp_spread}
+    cores = os.cpu_count() or 1
+    # Our own threads count in the load only while we run: a load above half the cores before
+    # we started, or repeats this uneven, mean another process shared the machine.
+    busy = (device.type == "cpu" and load_before > cores / 2) or max(spread.values()) > BUSY_SPREAD
+    if busy:
+        warnings.warn(f"the machine looked busy while calibrating (load average {load_before:.1f} on {cores} cores, "
+                      f"spread of the repeats up to {max(spread.values()):.0%}): cost estimates may be too high; "
+                      "this calibration is not kept")
+    return Calibration(step_s, forward_s / train.batch_size, hvp_s / train.batch_size, spread, device_name(device),
+                       busy, time.strftime("%Y-%m-%d %H:%M:%S"))
