@@ -99,25 +99,33 @@ def test_binding_compiles_against_torch(binding):
 # ----------------------------------------------------------------------------- on a GPU
 
 
-@pytest.fixture(scope="module")
-def cuda_ext():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device: the kernels are only compile-checked")
-    if NVCC is None:
-        pytest.skip("nvcc (the CUDA toolkit) is not on PATH")
+def build_cuda_extension(folder: Path):
+    """lthfast._cuda's sources built by cpp_extension.load as `lthfast_cuda_test`. load() names
+    objects by file name alone, and every op has a cuda.cu and a cuda_binding.cpp: each is
+    compiled through a uniquely named file in `folder` that #includes it (its own relative
+    includes still resolve beside it)."""
     from torch.utils import cpp_extension
 
     home = _cuda_home()
     if home is not None and home != cpp_extension.CUDA_HOME:
         os.environ.setdefault("CUDA_HOME", home)
         cpp_extension.CUDA_HOME = home  # read when load() builds, set once at import
-    return cpp_extension.load(
-        name="lthfast_cuda_test",
-        sources=[str(path) for path in BINDINGS + KERNELS],
-        extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3"],
-        verbose=False,
-    )
+    sources = []
+    for path in BINDINGS + KERNELS:
+        unique = folder / f"{path.parent.name}_{path.name}"
+        unique.write_text(f'#include "{path}"\n')
+        sources.append(str(unique))
+    return cpp_extension.load(name="lthfast_cuda_test", sources=sources, extra_cflags=["-O3"],
+                              extra_cuda_cflags=["-O3"], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def cuda_ext(tmp_path_factory):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the kernels are only compile-checked")
+    if NVCC is None:
+        pytest.skip("nvcc (the CUDA toolkit) is not on PATH")
+    return build_cuda_extension(tmp_path_factory.mktemp("cuda_sources"))
 
 
 SIZES = [0, 1, 7, 1025, 100003]
