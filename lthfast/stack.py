@@ -17,15 +17,15 @@ train_subset, subset_seed), batch size, device, precision (autocast is per stack
 memory layout, kernel backend, and momentum, weight decay and Nesterov (one SGD call).
 
 Modes (lthfast.stack_engines): loop, grouped, streams (CUDA), graph (CUDA), auto
-(lthfast.stack_auto: measured once per device and stack shape, cached). Members at
-different places in their epochs are trained right by every mode: grouped and graph run
-the steps where their batch sizes differ as loop.
+(lthfast.stack_auto: measured once per device and stack shape, cached); compile= adds
+torch.compile to any of them. Members at different places in their epochs are trained
+right by every mode: grouped runs the steps where their batch sizes differ as loop.
 
 Checkpoints: each member saves at its own epoch ends, its rewind point and on a stop signal,
-as a single run does. In grouped and graph modes a member's rounding also depends on its
-stack-mates (K, and which steps run grouped): there, when one member saves, every member
-saves at that step (an extra checkpoint, like a stop signal's), so that a killed stack
-resumes as the same stack from the same step. A grouped stack of one runs as loop.
+as a single run does. In grouped mode a member's rounding also depends on its stack-mates
+(K, and which steps run grouped): there, when one member saves, every member saves at that
+step (an extra checkpoint, like a stop signal's), so that a killed stack resumes as the
+same stack from the same step. A grouped stack of one runs as loop.
 
 Tolerance (tests/test_stack.py): in `loop` mode on the CPU every member ends bit-identical
 to its separate single run (weights, momentum, BatchNorm statistics, metrics). `grouped`
@@ -84,8 +84,8 @@ def train_stack(jobs: Sequence[TrainJob], data: Dataset, mode: str = "auto", com
     """Train (or resume, or find finished) every job; returns their metrics, in job order.
 
     data: the shared training and test sets (moved to the device). mode: one of
-    lthfast.stack_engines.MODES. compile: torch.compile each step's forward (True: inductor;
-    a backend name, e.g. "eager"). on_iteration(job_index, iteration) is called for every
+    lthfast.stack_engines.MODES. compile: torch.compile each step's forward (False, True,
+    a torch.compile mode such as "reduce-overhead", or a dynamo backend name such as "eager"). on_iteration(job_index, iteration) is called for every
     member after each completed step (progress hooks, tests). Raises LthError for jobs that
     cannot share a stack, a mode or backend that cannot run here, or a bad schedule;
     Interrupted on SIGINT/SIGTERM after every unfinished member saved its checkpoint.

@@ -13,11 +13,15 @@ masked_sgd_ call, per-member lr) over the stack's [K, row] flat buffers.
            different steps) it runs that step as `loop` on the same storage, so any stack
            is trained right; only that step's speed is loop's.
   streams  (CUDA) loop with each member's forward and backward on a CUDA stream of its own.
-  graph    (CUDA) the K members' forward and backward compiled as one graph by
-           torch.compile(mode="reduce-overhead"), replayed as CUDA graphs; steps whose batch
-           sizes are not all the full batch size run as `loop` (no graph per odd shape).
-compile=True (or a torch.compile backend name, e.g. "eager" to check the plumbing)
-compiles each mode's forward with torch.compile's default mode (inductor).
+  graph    (CUDA) loop with each member's forward and backward compiled once for all
+           members by torch.compile(mode="reduce-overhead") and replayed as CUDA graphs
+           (one recording per member): the launch overhead of a network gone, the compile
+           time that of one network whatever K.
+compile: torch.compile each mode's forward (and so backward): True or "default" (inductor),
+"reduce-overhead" (inductor and CUDA graphs; with grouped, one graph for the whole stack,
+compiled once per K), "max-autotune", or a dynamo backend name (e.g. "eager", to check the
+plumbing). Compiled forwards run on full batches only; a partial last batch runs eagerly
+(no compile per odd shape).
 
 Floating point: `loop` (and `streams`) compute each member exactly as a single run does;
 `grouped` and compiled forwards compute the same sums in other orders (lthfast.stack
@@ -37,6 +41,7 @@ from lthfast.stacked import member_parameters, share_batchnorm, stack_inputs, st
 
 MODES = ("auto", "loop", "grouped", "streams", "graph")
 CUDA_MODES = ("streams", "graph")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes (inductor)
 
 
 def forward_loss(model, x: torch.Tensor, y: torch.Tensor, precision: str, device: torch.device):
@@ -54,8 +59,11 @@ def check_mode(mode: str, device: torch.device, compile: bool | str = False) -> 
     if mode in CUDA_MODES and device.type != "cuda":
         raise LthError(f"stack mode {mode!r} needs a CUDA device; this stack runs on {device} "
                        f"(use loop, grouped or auto)")
-    if mode == "graph" and compile:
-        raise LthError("stack mode 'graph' compiles the step itself; leave compile off")
+    if mode == "streams" and compile == "reduce-overhead":
+        raise LthError("stack mode 'streams' does not replay CUDA graphs on its streams; use mode graph")
+    if mode == "graph" and compile not in (False, "reduce-overhead"):
+        raise LthError("stack mode 'graph' compiles each member's step with mode reduce-overhead itself; "
+                       "leave compile off")
 
 
 class LoopEngine:
@@ -67,9 +75,9 @@ class LoopEngine:
     shared_numerics = False
 
     def __init__(self, models: list, sgd: StackedMaskedSGD, precision: str, device: torch.device,
-                 channels_last: bool, compile: bool | str = False):
+                 channels_last: bool, batch_size: int, compile: bool | str = False):
         self.models, self.sgd, self.precision, self.device = list(models), sgd, precision, device
-        self.channels_last, self.compile = channels_last, compile
+        self.channels_last, self.batch_size, self.compile = channels_last, batch_size, compile
         self.forward = _compiled(forward_loss, compile)
 
     def subset(self, members: list[int], sgd: StackedMaskedSGD) -> "LoopEngine":
@@ -83,15 +91,21 @@ class LoopEngine:
     def _after_subset(self, members: list[int]) -> None:
         pass
 
-    def _member(self, model, x, y, forward=None):
-        loss, logits = (forward or self.forward)(model, x, y, self.precision, self.device)
+    def _member(self, model, x, y):
+        """Forward and backward of one member: (loss, correct), kept apart from any CUDA graph's
+        output memory (the next replay overwrites it)."""
+        compiled = self.compile and y.shape[0] == self.batch_size
+        if compiled and self.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, logits = (self.forward if compiled else forward_loss)(model, x, y, self.precision, self.device)
         loss.backward()
-        return loss.detach(), (logits.argmax(1) == y).sum()
+        correct = (logits.argmax(1) == y).sum()
+        return (loss.detach().clone(), correct.clone()) if compiled else (loss.detach(), correct)
 
-    def loop_step(self, batches, lrs, forward=None):
+    def loop_step(self, batches, lrs):
         """One step of every member in turn (any batch sizes), then one SGD step."""
         self.sgd.zero_grad()
-        results = [self._member(m, x, y, forward) for m, (x, y) in zip(self.models, batches)]
+        results = [self._member(m, x, y) for m, (x, y) in zip(self.models, batches)]
         self.sgd.step(lrs)
         return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
 
@@ -128,38 +142,12 @@ class StreamsEngine(LoopEngine):
         return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
 
 
-def _all_members(models, xs, ys, precision, device):
-    """Losses [K] and correct counts [K] of the K members on their batches (one graph)."""
-    losses, corrects = [], []
-    for model, x, y in zip(models, xs, ys):
-        loss, logits = forward_loss(model, x, y, precision, device)
-        losses.append(loss)
-        corrects.append((logits.argmax(1) == y).sum())
-    return torch.stack(losses), torch.stack(corrects)
-
-
 class GraphEngine(LoopEngine):
-    """Mode `graph`: the K members' forward (and so backward) compiled as one graph with
-    torch.compile(mode="reduce-overhead"), i.e. CUDA graphs; full-batch steps only."""
-    shared_numerics = True
+    """Mode `graph`: loop, each member's forward and backward compiled once for all members
+    with torch.compile(mode="reduce-overhead") and replayed as CUDA graphs."""
 
-    def __init__(self, models, sgd, precision, device, channels_last, compile=False, batch_size=None):
-        super().__init__(models, sgd, precision, device, channels_last, False)
-        self.batch_size = batch_size
-        self.graph = torch.compile(_all_members, mode="reduce-overhead", dynamic=False)
-
-    def step(self, batches, lrs):
-        if any(y.shape[0] != self.batch_size for _, y in batches):
-            return self.loop_step(batches, lrs)
-        torch.compiler.cudagraph_mark_step_begin()
-        self.sgd.zero_grad()
-        losses, corrects = self.graph(self.models, [x for x, _ in batches], [y for _, y in batches],
-                                      self.precision, self.device)
-        losses.sum().backward()
-        # Outputs of a CUDA graph are overwritten by its next replay: keep copies.
-        losses, corrects = losses.detach().clone(), corrects.clone()
-        self.sgd.step(lrs)
-        return losses, corrects
+    def __init__(self, models, sgd, precision, device, channels_last, batch_size, compile=False):
+        super().__init__(models, sgd, precision, device, channels_last, batch_size, "reduce-overhead")
 
 
 def _grouped_forward(stacked, members, x, y, precision, device, channels_last):
@@ -178,8 +166,8 @@ class GroupedEngine(LoopEngine):
     make_engine and subset give a stack of one a LoopEngine)."""
     shared_numerics = True
 
-    def __init__(self, models, sgd, precision, device, channels_last, compile=False):
-        super().__init__(models, sgd, precision, device, channels_last, compile)
+    def __init__(self, models, sgd, precision, device, channels_last, batch_size, compile=False):
+        super().__init__(models, sgd, precision, device, channels_last, batch_size, compile)
         self._build()
 
     def _build(self):
@@ -193,32 +181,39 @@ class GroupedEngine(LoopEngine):
     def subset(self, members, sgd):
         if len(members) == 1:  # one network: its plain model is the fastest way
             return LoopEngine(self.models[members[0]:members[0] + 1], sgd, self.precision, self.device,
-                              self.channels_last, self.compile)
+                              self.channels_last, self.batch_size, self.compile)
         return super().subset(members, sgd)
 
     def _after_subset(self, members):
         self._build()  # a stacked model of the members left, their statistics carried over
 
     def step(self, batches, lrs):
-        if len({y.shape[0] for _, y in batches}) > 1:
+        sizes = {y.shape[0] for _, y in batches}
+        if len(sizes) > 1:
             return self.loop_step(batches, lrs)  # partial batches at different steps
         self.sgd.zero_grad()
         x = stack_inputs([x for x, _ in batches])
         y = torch.stack([y for _, y in batches], dim=1)  # [B, K]
-        losses, logits = self.grouped(self.stacked, self.models, x, y, self.precision, self.device,
-                                      self.channels_last)
+        compiled = self.compile and sizes == {self.batch_size}
+        if compiled and self.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        losses, logits = (self.grouped if compiled else _grouped_forward)(
+            self.stacked, self.models, x, y, self.precision, self.device, self.channels_last)
         losses.sum().backward()  # member k's loss depends on member k's parameters only
+        correct = (logits.argmax(-1) == y).sum(0)
         with torch.no_grad():
             self.counters.add_(1)  # every member's BatchNorm saw one more batch
         self.sgd.step(lrs)
-        return losses.detach(), (logits.argmax(-1) == y).sum(0)
+        return losses.detach().clone(), correct.clone()
 
 
 def _compiled(fn, compile: bool | str):
+    """fn compiled as the `compile` setting says (module docstring), or fn itself."""
     if not compile:
         return fn
-    return torch.compile(fn, dynamic=False) if compile is True else torch.compile(fn, backend=compile,
-                                                                                  dynamic=False)
+    if compile is True or compile in COMPILE_MODES:
+        return torch.compile(fn, mode="default" if compile is True else compile, dynamic=False)
+    return torch.compile(fn, backend=compile, dynamic=False)
 
 
 ENGINES = {"loop": LoopEngine, "grouped": GroupedEngine, "streams": StreamsEngine, "graph": GraphEngine}
@@ -226,13 +221,11 @@ ENGINES = {"loop": LoopEngine, "grouped": GroupedEngine, "streams": StreamsEngin
 
 def make_engine(mode: str, models: list, sgd: StackedMaskedSGD, precision: str, device: torch.device,
                 channels_last: bool, batch_size: int, compile: bool | str = False) -> LoopEngine:
-    """The engine of `mode` (not auto) for these members' models (already re-homed by `sgd`).
-    LthError if the mode cannot run on `device`."""
+    """The engine of `mode` (not auto) for these members' models (already re-homed by `sgd`),
+    whose full batches have `batch_size` images. LthError if the mode cannot run on `device`."""
     check_mode(mode, device, compile)
     if mode == "auto":
         raise ValueError("resolve 'auto' to a mode first (lthfast.stack_auto)")
-    if mode == "graph":
-        return GraphEngine(models, sgd, precision, device, channels_last, batch_size=batch_size)
     if mode == "grouped" and len(models) == 1:
         mode = "loop"
-    return ENGINES[mode](models, sgd, precision, device, channels_last, compile)
+    return ENGINES[mode](models, sgd, precision, device, channels_last, batch_size, compile)

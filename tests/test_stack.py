@@ -1,5 +1,8 @@
 """Stacked training (lthfast.stack): K trainings together equal K separate runs.
 
+The trainings run on the default device (CUDA where there is one: bench/gpu_check.py runs
+this file on a GPU); the single-step comparisons and the CPU-only checks pin the CPU.
+
 Three jobs of ResNet-8 (width 8) on 120 synthetic images at batch 32 (4 steps an epoch,
 the last one partial), with different masks, seeds, data orders, start iterations,
 learning rates and lengths:
@@ -251,8 +254,11 @@ def test_two_jobs_in_one_folder_are_rejected(tmp_path):
 
 @pytest.mark.parametrize("mode", ["streams", "graph"])
 def test_cuda_modes_are_an_error_on_the_cpu(tmp_path, mode):
+    jobs = three_jobs(tmp_path)[:2]
+    for job in jobs:
+        job.config = TrainConfig(**{**job.config.to_dict(), "device": "cpu"})
     with pytest.raises(LthError, match=f"stack mode '{mode}' needs a CUDA device"):
-        train_stack(three_jobs(tmp_path)[:2], data(), mode=mode)
+        train_stack(jobs, data(), mode=mode)
 
 
 def test_auto_measures_once_per_shape_and_caches_its_choice(tmp_path, monkeypatch):
