@@ -83,7 +83,8 @@ def _three_jobs(root, device: str):
     from lthfast.models import create_model, prunable_names
     from lthfast.stack import TrainJob
 
-    base = dict(model="resnet8", width=8, data="synthetic", train_subset=120, batch_size=32, device=device)
+    base = dict(model="resnet8", width=8, data="synthetic", train_subset=120, batch_size=32, device=device,
+                precision="fp32")
 
     def mask(seed, density):
         params = dict(create_model("resnet8", 8).named_parameters())

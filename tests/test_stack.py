@@ -30,14 +30,17 @@ from lthfast.stack_member import place_mask
 from lthfast.storage import load_tensors, read_json
 from lthfast.trainer import train
 
-BASE = dict(model="resnet8", width=8, data="synthetic", train_subset=120, batch_size=32, eval_batch_size=256)
-# Grouped mode computes the same sums in another order: one step agrees with loop's within
-# rounding. Over many steps at lr 0.1 from a fresh start such differences grow (a single run
-# nudged by 1e-7 drifts as far: the training is chaotic, and a ReLU input that crosses zero
-# makes the gradient jump), to a few 1e-3 after 20 steps here; at lr 0.001 they stay ~1e-7.
-GROUPED_AFTER_20 = dict(rtol=0, atol=3e-2)
-GROUPED_ONE_STEP = dict(rtol=0, atol=2e-6)
-
+BASE = dict(model="resnet8", width=8, data="synthetic", train_subset=120, batch_size=32, eval_batch_size=256,
+            precision="fp32")
+# Grouped mode computes the same sums in another order: every step agrees with loop's within
+# rounding (test_grouped_follows_loop_step_by_step). Over many steps at lr 0.1 from a fresh
+# start rounding differences grow: the training is chaotic (a ReLU input that crosses zero
+# makes the gradient jump), and a single run whose start is nudged by 1e-7 drifts further
+# than the grouped stack does. Measured (fp32, CPU) after 20-28 steps: grouped vs alone
+# 9e-4 (weights), 3e-4 (BatchNorm statistics), 5e-3 (momentum); alone vs alone nudged
+# 3e-3 to 1e-2; at lr 0.001 both ~1e-7. Hence a bound of 10x the measured after 20 steps.
+GROUPED_AFTER_20 = dict(rtol=0, atol=5e-2)
+GROUPED_ONE_STEP = dict(rtol=0, atol=5e-6)
 
 def data():
     full = load_dataset("synthetic", train_subset=120)
@@ -179,28 +182,41 @@ def test_a_stack_stopped_by_a_signal_resumes_bit_identically(tmp_path, mode):
         assert_states(load_tensors(job.folder / "final.pt"), load_tensors(other.folder / "final.pt"), True)
 
 
-@pytest.mark.parametrize("phases,exact", [((0, 0, 0), False), ((0, 2, 0), True)])
-def test_a_grouped_step_equals_a_loop_step(phases, exact):
-    """One step of three members from the same state: with one batch size, grouped within
-    rounding of loop; with a partial batch at one member only, run as loop, so exactly loop's."""
+def test_grouped_follows_loop_step_by_step():
+    """Three epochs of three members (lrs 0.1, 0.05, 0.001; the second member half an epoch
+    ahead), the grouped stack set to the loop stack's exact state (weights, momentum,
+    BatchNorm statistics) before each step: a grouped step agrees with the loop step within
+    rounding, and a step with partial batches at some members (run as loop) exactly."""
     dataset, cpu = data(), torch.device("cpu")
-    states = {}
+    stacks = {}
     for mode in ("loop", "grouped"):
         models = [create_model("resnet8", 8, seed=s).to(memory_format=torch.channels_last) for s in range(3)]
         masks = [place_mask(m, random_mask(s, 0.4)) for s, m in enumerate(models)]
         optimizer = StackedMaskedSGD(models, masks, 0.9, 1e-4, False, "auto")
-        engine = make_engine(mode, models, optimizer, "fp32", cpu, True, 32)
-        assert type(engine).__name__ == ("GroupedEngine" if mode == "grouped" else "LoopEngine")
-        batches = [EpochPlan(120, 32, seed, 0, cpu).batch(dataset, 1 + phase, True)
-                   for seed, phase in enumerate(phases)]
-        losses, correct = engine.step(batches, [0.1, 0.05, 0.001])
-        states[mode] = [{**m.state_dict(), "loss": losses[k], "correct": correct[k],
-                         **{f"grad.{n}": p.grad.clone() for n, p in m.named_parameters()},
-                         **{f"momentum.{n}": v for n, v in optimizer.member_state_dict(k)["momentum"].items()}}
-                        for k, m in enumerate(models)]
-    for grouped, loop in zip(states["grouped"], states["loop"]):
-        assert int(grouped["blocks.0.bn1.num_batches_tracked"]) == 1
-        assert_states(grouped, loop, exact, **GROUPED_ONE_STEP)
+        stacks[mode] = (models, optimizer, make_engine(mode, models, optimizer, "fp32", cpu, True, 32))
+    assert type(stacks["grouped"][2]).__name__ == "GroupedEngine"
+    (loop_models, loop_sgd, loop), (models, sgd, grouped) = stacks["loop"], stacks["grouped"]
+    kinds = set()
+    for step in range(12):
+        with torch.no_grad():
+            sgd.params.copy_(loop_sgd.params)
+            sgd.momentum_buffers.copy_(loop_sgd.momentum_buffers)
+            for mine, theirs in zip(models, loop_models):
+                for a, b in zip(mine.buffers(), theirs.buffers()):
+                    a.copy_(b)
+        batches = [EpochPlan(120, 32, seed, step // 4, cpu).batch(dataset, (step + phase) % 4, True)
+                   for seed, phase in enumerate((0, 2, 0))]
+        outputs = [engine.step(batches, [0.1, 0.05, 0.001]) for engine in (loop, grouped)]
+        exact = len({y.shape[0] for _, y in batches}) > 1
+        kinds.add(exact)
+        for k in range(3):
+            state = {**models[k].state_dict(), **sgd.member_state_dict(k)["momentum"]}
+            want = {**loop_models[k].state_dict(), **loop_sgd.member_state_dict(k)["momentum"]}
+            assert_states(state, want, exact, **GROUPED_ONE_STEP)
+        torch.testing.assert_close(outputs[1][0], outputs[0][0], rtol=0, atol=0 if exact else 1e-6)
+        assert torch.equal(outputs[1][1], outputs[0][1])
+    assert kinds == {True, False}  # grouped steps and loop steps both taken
+    assert int(models[0].bn.num_batches_tracked) == 12
 
 
 def test_the_whole_stack_takes_one_masked_sgd_call_a_step_with_a_rate_per_member(tmp_path, monkeypatch):
