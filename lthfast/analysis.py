@@ -135,6 +135,8 @@ class Compute:
     stack: str = setting("auto", "grouped (K networks as one model), loop, or auto (grouped on a GPU).",
                          kind="str", choices=landscape.STACK_MODES)
     chunk: int | None = setting(None, "at most this many points in one stacked model (memory).", minimum=1)
+    precision: str = setting("auto", "fp32, bf16, or auto: the run's training precision.", kind="str",
+                             choices=("auto", "fp32", "bf16"))
 
     def __post_init__(self):
         settings.check(self)
@@ -144,7 +146,9 @@ class Compute:
                                       bn_seed=bn_seed, batch_size=self.batch_size, chunk=self.chunk,
                                       device=str(run.device),
                                       channels_last=use_channels_last(run.config.train, run.device),
-                                      backend=self.backend, stack=self.stack)
+                                      backend=self.backend, stack=self.stack,
+                                      precision=run.config.train.precision if self.precision == "auto" else
+                                      self.precision)
 
 
 def interpolation(run: Run, a: Solution, b: Solution, settings_: CurveSettings | None = None,

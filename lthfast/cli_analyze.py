@@ -129,8 +129,8 @@ def volume(run=None, solution=None, strategy=None, data_dir=None, device: str = 
     def line(v):
         return (f"radius {v['radius_mean']:.4f} +- {v['radius_std']:.4f} over {len(v['radii'])} directions, "
                 f"dimension {v['dimension']}, log-volume {v['log_volume']:.1f}, loss {v['base_loss']:.4f}")
-    _print_per_level(r, documents, line, strategy, "volume", {"log-volume": "log_volume", "mean radius": "radius_mean"},
-                     {"mean radius": "radius_std"})
+    _print_per_level(r, documents, line, strategy, "volume", {"log-volume (nats)": "log_volume",
+                     "mean radius (units of ||theta||)": "radius_mean"}, {"mean radius (units of ||theta||)": "radius_std"})
 
 
 @with_flags(SharpnessSettings, more=WHERE)
@@ -153,8 +153,8 @@ def sharpness(run=None, solution=None, strategy=None, data_dir=None, device: str
                 f"{v['eigen_residual']:.1e}, {'converged' if v['eigen_converged'] else 'NOT converged'}, "
                 f"{v['hessian_vector_products']} Hessian-vector products), trace {v['trace']:.1f} +- "
                 f"{v['trace_standard_error']:.1f} ({v['trace_samples']} samples), {v['images']} images")
-    _print_per_level(r, documents, line, strategy, "sharpness", {"top eigenvalue": "top_eigenvalue", "trace": "trace"},
-                     {"trace": "trace_standard_error"})
+    _print_per_level(r, documents, line, strategy, "sharpness", {"lambda_max (top Hessian eigenvalue)": "top_eigenvalue",
+                     "Hessian trace": "trace"}, {"Hessian trace": "trace_standard_error"})
 
 
 def distance(run=None, a=None, b=None, successive=None, force: bool = False):

@@ -18,13 +18,16 @@ from dataclasses import dataclass, fields
 
 from lthfast import settings
 from lthfast.errors import LthError
-from lthfast.hardware import check_device
+from lthfast.hardware import check_device, resolve_precision
 from lthfast.models import check_size, parse_model_name
 from lthfast.ops import BACKENDS
 from lthfast.settings import setting
 
 NOT_HASHED = {"device", "backend", "channels_last", "eval_batch_size", "data_dir"}
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+# Values hashed against what a field meant before it existed or changed its default, so that
+# runs stored then keep their names: every run before `precision` existed trained in fp32.
+LEGACY_DEFAULTS = {"precision": "fp32"}
 DEFAULT_REWIND_ITER = {"resnet": 2000, "vgg": 1000}  # Frankle et al. 2020 (STUDY.md)
 SEED_MAX = 2 ** 32 - 1  # seeds are mixed into 64-bit generator seeds (seed * 1_000_003 + k)
 
@@ -61,7 +64,9 @@ class TrainConfig:
     seed: int = setting(0, "seed of the initialization, and of the data order unless DATA_SEED is given.",
                         minimum=0, maximum=SEED_MAX)
     data_seed: int | None = setting(None, "seed of data order and augmentation.", minimum=0, maximum=SEED_MAX)
-    precision: str = setting("fp32", "fp32 or bf16 (autocast).", kind="str", choices=PRECISIONS)
+    precision: str = setting("auto", "fp32, bf16 (autocast) or auto: bf16 where the device runs it natively (CUDA "
+                             "with bf16, CPUs with AMX-BF16 or AVX512-BF16), else fp32; stored resolved.", kind="str",
+                             choices=PRECISIONS)
     channels_last: bool | None = setting(None, "memory layout; default: channels_last (measured faster).",
                                          kind="bool")
     rewind_iter: int | None = setting(None, "also save the weights at this iteration (rewind.pt), for IMP's "
@@ -80,6 +85,7 @@ class TrainConfig:
         if self.milestones is not None:
             self.milestones = tuple(sorted(self.milestones))
         check_device(self.device)
+        self.precision = resolve_precision(self.precision, self.device)
         check_size(self.model, self.width)
 
     # -------------------------------------------------------------- derived values
@@ -98,7 +104,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def hashed_fields(self) -> dict:
-        out = settings.hashed(self, skip=NOT_HASHED)
+        out = settings.hashed(self, LEGACY_DEFAULTS, skip=NOT_HASHED)
         if self.data == "cifar10" and self.data_dir is not None:
             out["data_source"] = "image-folder"
         return out
@@ -112,7 +118,7 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise LthError(f"unknown config fields: {', '.join(sorted(unknown))}")
-        d = dict(d)
+        d = {**LEGACY_DEFAULTS, **d}
         if isinstance(d.get("milestones"), list):
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)

@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import subprocess
+from pathlib import Path
 
 import torch
 
@@ -59,3 +60,29 @@ def total_memory() -> int:
     gpu = max((torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())),
               default=0)
     return ram + gpu
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (from /proc/cpuinfo; empty where it does not exist)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 natively: a CUDA device with bf16, or a CPU with AMX-BF16
+    or AVX512-BF16 (elsewhere bf16 is emulated, and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto": bf16 (autocast) where the device runs it natively, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(resolve_device(device)) else "fp32"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from lthfast import ops
 from lthfast.data import Dataset, iterate_eval
-from lthfast.evaluation import recompute_batchnorm
+from lthfast.evaluation import autocast, recompute_batchnorm
 from lthfast.models import create_model
 from lthfast.stacked import load_points, split_logits, stack_model
 
@@ -46,6 +46,7 @@ class EvalSettings:
     channels_last: bool = True
     backend: str = "auto"
     stack: str = "auto"
+    precision: str = "fp32"  # or "bf16" (autocast)
 
     def __post_init__(self):
         if self.stack not in STACK_MODES:
@@ -65,7 +66,7 @@ def _forward_all(networks, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_networks(networks, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                      channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      channels_last: bool, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and accuracy of each of K networks (a stacked model, or a list)
     on (x, y), in one pass over the data: two tensors [K]."""
     modules = networks if isinstance(networks, list) else [networks]
@@ -75,7 +76,8 @@ def evaluate_networks(networks, x: torch.Tensor, y: torch.Tensor, batch_size: in
     k = len(networks) if isinstance(networks, list) else networks.k
     sums = torch.zeros(2, k, dtype=torch.float64, device=x.device)
     for xb, yb in iterate_eval(x, y, batch_size, channels_last):
-        logits = _forward_all(networks, xb).float()  # [B, K, classes]
+        with autocast(precision, x.device):
+            logits = _forward_all(networks, xb).float()  # [B, K, classes]
         targets = yb[:, None].expand(-1, k)
         sums[0] += F.cross_entropy(logits.permute(0, 2, 1), targets, reduction="none").sum(0).double()
         sums[1] += (logits.argmax(-1) == targets).sum(0)
@@ -152,9 +154,10 @@ def evaluate_points_on(points: dict[str, torch.Tensor], base_state: dict, model:
         networks = _networks(base, part, min(chunk, k - start), settings, device)
         if settings.bn == "recompute":
             recompute_batchnorm(networks, data, settings.bn_batches, settings.bn_batch_size, settings.bn_seed,
-                                settings.channels_last)
+                                settings.channels_last, settings.precision)
         for name, (x, y) in sets.items():
-            loss, accuracy = evaluate_networks(networks, x, y, settings.batch_size, settings.channels_last)
+            loss, accuracy = evaluate_networks(networks, x, y, settings.batch_size, settings.channels_last,
+                                               settings.precision)
             parts[name][0].append(loss)
             parts[name][1].append(accuracy)
     result = {name: {"loss": torch.cat(losses).tolist() if losses else [],

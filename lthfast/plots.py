@@ -41,19 +41,22 @@ def curves(documents: list[dict], path: Path, title: str) -> Path:
         ax_error.plot(r["alphas"], r["test_error"], marker=".",
                       label=f"{a} → {b}  (barrier {r['barrier_test_error']:.3f})")
     bn = documents[0]["settings"]["bn"] if documents else ""
-    ax_loss.set(xlabel="a  (theta = (1-a) A + a B)", ylabel="train loss", title=f"train loss (BN: {bn})")
-    ax_error.set(xlabel="a  (theta = (1-a) A + a B)", ylabel="test error", title="test error")
+    ax_loss.set(xlabel="a, interpolation coefficient (theta = (1-a) A + a B)", ylabel="train loss (cross-entropy, nats)",
+                title=f"train loss (BN: {bn})")
+    ax_error.set(xlabel="a, interpolation coefficient (theta = (1-a) A + a B)", ylabel="test error (fraction)",
+                 title="test error")
     return _finish(fig, (ax_loss, ax_error), title, path)
 
 
 def per_level(levels: list[int], series: dict[str, list[float]], path: Path, title: str,
               errors: dict[str, list[float]] | None = None) -> Path:
-    """One panel per series (e.g. log-volume, mean radius) against the pruning level."""
+    """One panel per series (e.g. log-volume, mean radius) against the pruning level; a series'
+    name is its axis label, units included."""
     fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.6), squeeze=False)
     for ax, (name, values) in zip(axes[0], series.items()):
         spread = (errors or {}).get(name)
         ax.errorbar(levels, values, yerr=spread, marker="o", capsize=3)
-        ax.set(xlabel="level", ylabel=name, title=name)
+        ax.set(xlabel="pruning level k (density 0.8^k)", ylabel=name, title=name.split(" (")[0])
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)
@@ -72,27 +75,34 @@ def sublevel(result: dict, path: Path, title: str) -> Path:
                 ax.scatter([r["density"] for r in rows], [r["train_loss"] for r in rows], facecolors=face,
                            edgecolors=colors[strategy], label=f"{strategy} {kind}s")
     ax.axhline(result["eps"], color="k", linestyle="--", label=f"eps = {result['eps']:.3f}")
-    ax.set(xscale="log", yscale="log", xlabel="density", ylabel="train loss", title=title)
+    ax.set(xscale="log", yscale="log", xlabel="density (fraction of prunable weights kept, log scale)",
+           ylabel="train loss (cross-entropy, nats, log scale)", title=title)
     ax.invert_xaxis()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def metric_vs_density(rewind_results: dict, key: str, path: Path, title: str, band: dict | None = None) -> Path:
-    """A per-level metric (mean and standard deviation over seeds) against density, one line
-    per strategy; `band`: the dense network's mean and standard deviation, shaded."""
+def metric_vs_density(rewind_results: dict, key: str, path: Path, title: str, ylabel: str, scale: float = 1.0,
+                      band: dict | None = None, references: dict | None = None) -> Path:
+    """A per-level metric (mean and standard deviation over seeds, times `scale`) against
+    density, one line per strategy; `band`: the dense network's mean and standard deviation,
+    shaded; `references`: published curves {label: {density: value}} drawn as hollow
+    markers with dotted lines, never joined to the measured ones."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for strategy, rows in rewind_results["levels"].items():
         if rows:
-            std = [0 if r[key]["n"] < 2 else r[key]["std"] for r in rows]
-            ax.errorbar([r["density"] for r in rows], [r[key]["mean"] for r in rows], yerr=std, marker="o",
-                        capsize=3, label=strategy)
+            std = [0 if r[key]["n"] < 2 else r[key]["std"] * scale for r in rows]
+            ax.errorbar([r["density"] for r in rows], [r[key]["mean"] * scale for r in rows], yerr=std, marker="o",
+                        capsize=3, label=f"{strategy} (measured)")
     if band and band["n"]:
-        spread = 0 if band["n"] < 2 else band["std"]
-        ax.axhspan(band["mean"] - spread, band["mean"] + spread, color="grey", alpha=0.25)
-        ax.axhline(band["mean"], color="grey", linestyle="--", label="dense")
-    ax.set(xscale="log", xlabel="density", ylabel=key.replace("_", " "), title=title)
+        spread = 0 if band["n"] < 2 else band["std"] * scale
+        ax.axhspan(band["mean"] * scale - spread, band["mean"] * scale + spread, color="grey", alpha=0.25)
+        ax.axhline(band["mean"] * scale, color="grey", linestyle="--", label="dense (measured)")
+    for label, points in (references or {}).items():
+        ax.plot(list(points), list(points.values()), linestyle=":", marker="s", markerfacecolor="none",
+                label=f"{label} (published)")
+    ax.set(xscale="log", xlabel="density (fraction of prunable weights kept, log scale)", ylabel=ylabel, title=title)
     ax.invert_xaxis()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
@@ -107,6 +117,7 @@ def from_baseline(rows_by_strategy: dict, path: Path, title: str) -> Path:
         ax_distance.plot(levels, [r["distance"]["relative"]["mean"] for r in rows], marker="o", label=strategy)
         ax_barrier.plot(levels, [r.get("barrier_test_error", {}).get("mean", float("nan")) for r in rows],
                         marker="o", label=strategy)
-    ax_distance.set(xlabel="level", ylabel="||theta - b_k|| / ||b_k||", title="relative distance from the baseline")
-    ax_barrier.set(xlabel="level", ylabel="test-error barrier", title="barrier from the baseline")
+    ax_distance.set(xlabel="pruning level k", ylabel="relative distance ||theta - b_k|| / ||b_k||",
+                    title="relative distance from the baseline")
+    ax_barrier.set(xlabel="pruning level k", ylabel="test-error barrier (fraction)", title="barrier from the baseline")
     return _finish(fig, (ax_distance, ax_barrier), title, path)

@@ -1,194 +1,175 @@
-"""REPORT.md, its figures and results.json for a study under a root.
+"""REPORT.md, its figures and results.json for a study under a root, written like a paper's
+results section: a summary table of the seven findings at each rewind point, each
+finding's test, verdict, one-sentence reason and labelled table of comparisons, the
+measured tables per rewind point, published reference values (for studies that follow the
+paper's recipe, never mixed with measured ones) and captioned figures.
 
-Every number comes from the run store (lthfast.results collects it); the findings'
-tests and verdicts are lthfast.findings, the noise statistics lthfast.stats. This module
-only renders them.
+Every number comes from the run store (lthfast.results); tests and verdicts are
+lthfast.findings, the noise statistics lthfast.stats. This module only renders them.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from lthfast import claims, plots
+from lthfast import claims, figures, published
 from lthfast.findings import findings
 from lthfast.results import collect
-from lthfast.stats import CANNOT_TELL, DOES_NOT, SUPPORTS, mean_std  # noqa: F401  (the verdicts, for callers)
 from lthfast.storage import atomic_write_json, atomic_write_text
 from lthfast.store import Store
 from lthfast.study_config import load_study_config
 
-
-# ----------------------------------------------------------------------------- writing
-
-def _fmt(stats: dict | None, digits: int = 4) -> str:
-    if not stats or stats.get("n", 0) == 0 or stats.get("mean") is None:
-        return "—"
-    if stats["n"] < 2 or math.isnan(stats["std"]):
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-
-def _figures(results: dict, folder: Path) -> dict[str, list[str]]:
-    figures = {}
-    for rewind, r in results["rewinds"].items():
-        tag = f"R{rewind}"
-        files = [plots.metric_vs_density(r, "test_accuracy", folder / f"accuracy_vs_density_{tag}.png",
-                                         f"test accuracy against density (R = {rewind})", band=r["dense_accuracy"]),
-                 plots.metric_vs_density(r, "baseline_train_loss_bn_recomputed",
-                                         folder / f"baseline_loss_vs_density_{tag}.png",
-                                         f"baseline train loss (BN recomputed) against density (R = {rewind})")]
-        curves = [_as_document(cv) for cv in r["successive"] if "alphas" in cv]
-        if curves:
-            files.append(plots.curves(curves, folder / f"successive_{tag}.png",
-                                      f"successive IMP solutions (R = {rewind}, first seed)"))
-        paths = [_as_document(cv) for cv in r["prune_path"] if "alphas" in cv]
-        if paths:
-            files.append(plots.curves(paths, folder / f"prune_path_{tag}.png", f"pruning paths (R = {rewind})"))
-        if r["geometry"]:
-            g = r["geometry"]
-            files.append(plots.per_level([x["level"] for x in g], {
-                "log-volume": [x["log_volume"]["mean"] for x in g], "mean radius": [x["radius_mean"]["mean"] for x in g],
-                "top eigenvalue": [x["top_eigenvalue"]["mean"] for x in g], "trace": [x["trace"]["mean"] for x in g]},
-                folder / f"geometry_{tag}.png", f"volume, radius and sharpness of IMP minima (R = {rewind})"))
-        if r["from_baseline"]:
-            files.append(plots.from_baseline(r["from_baseline"], folder / f"from_baseline_{tag}.png",
-                                             f"distance and barrier from the baseline (R = {rewind})"))
-        seeds = sorted(r["sublevel"])
-        if seeds:
-            files.append(plots.sublevel(r["sublevel"][seeds[0]], folder / f"sublevel_{tag}.png",
-                                        f"sublevel set, seed {seeds[0]} (R = {rewind})"))
-        figures[rewind] = [p.name for p in files]
-    return figures
-
-
-def _as_document(curve: dict) -> dict:
-    return {"solutions": curve["pair"], "settings": {"bn": "recompute"},
-            "result": {"alphas": curve["alphas"], "train_loss": curve["train_loss"], "test_error": curve["test_error"],
-                       "barrier_train_loss": curve["barrier_train_loss"]["values"][0],
-                       "barrier_test_error": curve["barrier_test_error"]["values"][0]}}
+SHORT = {1: "small-volume minima, exposed by IMP", 2: "barriers between successive IMP solutions",
+         3: "IMP stays in one sublevel set, others leave it", 4: "rewinding escapes the baseline to better minima",
+         5: "iterative baselines good, one-shot poor", 6: "smallest-magnitude pruning keeps good baselines",
+         7: "fine-tuning stays near the baseline"}
 
 
 def write_report(root: Path | str) -> Path:
     """Collect a study's results under `root` and write REPORT.md, figures/ and results.json."""
     root = Path(root).expanduser()
-    config = load_study_config(root)
-    results = collect(config, root)
+    results = collect(load_study_config(root), root)
     results["findings"] = findings(results)
     results["working"] = claims.working_now(root)  # a study still running: the report says so at its top
+    results["published"] = published.reference(results["config"])
+    results["comparable"] = published.comparable(results["config"])
     folder = Store(root).report
-    figures = _figures(results, folder / "figures")
-    results["figures"] = figures
+    results["figures"] = figures.write(results, folder / "figures")
     atomic_write_json(results, folder / "results.json")
     path = folder / "REPORT.md"
-    atomic_write_text(markdown(results, figures), path)
+    atomic_write_text(markdown(results), path)
     return path
 
 
-def markdown(results: dict, figures: dict) -> str:
+def _fmt(stats: dict | None, digits: int = 4, scale: float = 1.0) -> str:
+    if not stats or stats.get("n", 0) == 0 or stats.get("mean") is None:
+        return "—"
+    if stats["n"] < 2 or math.isnan(stats["std"]):
+        return f"{stats['mean'] * scale:.{digits}f}"
+    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+
+
+def _table(caption: str, header: list[str], rows: list[list]) -> list[str]:
+    return [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(map(str, row)) + " |" for row in rows] + [""]
+
+
+def markdown(results: dict) -> str:
     c = results["config"]
-    working = [f"{w['what']}, pid {w['pid']} on {w['host']} since {w['started']}" for w in results.get("working", [])]
+    rewinds = list(results["rewinds"])
     lines = [f"# lthfast study: {c['model']} on {c['data']}", ""]
+    working = [f"{w['what']}, pid {w['pid']} on {w['host']} since {w['started']}" for w in results.get("working", [])]
     if working:
         lines += [f"> **Written while a study was still running in this root** ({'; '.join(working)}): results "
                   "may be missing or change; write the report again when it has finished.", ""]
-    lines += [
-             f"Seeds {', '.join(map(str, c['seeds']))}; {c['levels']} levels of {c['prune_fraction']:.0%} pruning "
-             f"(density down to {(1 - c['prune_fraction']) ** c['levels']:.3f}); {c['epochs']} epochs"
-             f"{'' if c['train_subset'] is None else ' on a ' + str(c['train_subset']) + '-image class-balanced subset'}; "
-             f"rewind points: {', '.join('R = ' + k for k in results['rewinds'])}.",
-             "Definitions and thresholds are lthfast's own (STUDY.md), not the paper's exact protocol, which is "
-             "not available. Every number below is in `results.json`.", "",
-             "## The seven findings", ""]
+    subset = "the full training set" if c["train_subset"] is None else f"a {c['train_subset']:,}-image class-balanced subset"
+    lines += [f"{c['model']} trained {c['epochs']} epochs on {subset}, precision {c.get('precision', 'fp32')}; "
+              f"seeds {', '.join(map(str, c['seeds']))}; {c['levels']} levels of {c['prune_fraction']:.0%} pruning "
+              f"(density down to {(1 - c['prune_fraction']) ** c['levels']:.3f}); rewind points "
+              f"{' and '.join('R = ' + k for k in rewinds)} (iterations). Test accuracies on "
+              f"{results['sizes']['test']:,} test images; train losses and baseline accuracies on a fixed sample of "
+              f"{results['sizes']['train_eval']:,} training images.", "",
+              "Definitions and thresholds are lthfast's own (STUDY.md), not the paper's exact protocol, which is not "
+              "available. A difference counts when it exceeds two standard errors of the seed-to-seed spread; with "
+              "one seed and no stored runs of the same config for other seeds, no comparison of trained networks "
+              "can decide. Every number below is in `results.json`.", ""]
+    if results.get("comparable"):
+        lines += [f"Published results are not shown: this study is not comparable with them ({results['comparable']}).",
+                  ""]
+    lines += ["## Summary", ""]
+    rows = []
     for f in results["findings"]:
-        lines += [f"### {f['number']}. {f['statement']}", "", f"**Verdict: {f['verdict']}.** Test: {f['test']}", "",
-                  _numbers_text(f), ""]
-        if f.get("note"):
-            lines += [f"Note: {f['note']}.", ""]
+        late = f["per_rewind"][str(c["rewind_iter"])]
+        rows.append([f"{f['number']}. {SHORT[f['number']]}"] + [f["per_rewind"][r]["verdict"] for r in rewinds]
+                    + [late["deciding"], len(c["seeds"])])
+    lines += _table("Table 1: the seven findings at each rewind point (deciding number: at the late rewind point).",
+                    ["finding"] + [f"R = {r}" for r in rewinds] + ["deciding number", "seeds"], rows)
+    lines += ["## Findings", ""]
+    for f in results["findings"]:
+        lines += _finding(f, rewinds)
     for rewind, r in results["rewinds"].items():
-        lines += [f"## Rewind point R = {rewind}", "", "### Test accuracy against density (mean ± std over seeds)", "",
-                  f"Dense: {_fmt(r['dense_accuracy'])} (matching band: within one standard deviation).", "",
-                  "| strategy | level | density | test accuracy | train loss | baseline train loss (stored BN) | "
-                  "baseline train loss (BN recomputed) | collapsed layers |", "|---|---|---|---|---|---|---|---|"]
-        for strategy, rows in r["levels"].items():
-            for row in rows:
-                lines.append(f"| {strategy} | {row['level']} | {row['density']:.4f} | {_fmt(row['test_accuracy'])} | "
-                             f"{_fmt(row['train_loss'])} | {_fmt(row['baseline_train_loss'])} | "
-                             f"{_fmt(row['baseline_train_loss_bn_recomputed'])} | "
-                             f"{', '.join(row['collapsed_layers']) or '—'} |")
-        lines += ["", "### Interpolation between successive IMP solutions", "",
-                  "| pair | barrier, train loss | barrier, test error | L2 distance | relative distance |", "|---|---|---|---|---|"]
-        for curve, dist in zip(r["successive"], r["distance_successive"]):
-            lines.append(f"| {' → '.join(curve['pair'])} | {_fmt(curve.get('barrier_train_loss'))} | "
-                         f"{_fmt(curve.get('barrier_test_error'))} | {_fmt(dist['l2'])} | {_fmt(dist['relative'])} |")
-        if r["prune_path"]:
-            lines += ["", "### Pruning paths (theta_{k-1} → baseline b_k)", "",
-                      "| path | barrier, train loss | train loss at b_k (BN recomputed) |", "|---|---|---|"]
-        for curve in r["prune_path"]:
-            end = mean_std(curve.get("end_train_loss", []))
-            lines.append(f"| {' → '.join(curve['pair'])} | {_fmt(curve.get('barrier_train_loss'))} | {_fmt(end)} |")
-        if r["from_baseline"]:
-            lines += ["", "### Distance and barrier from the baseline: rewinding (imp) versus fine-tuning", "",
-                      "| level | strategy | relative distance | barrier, train loss | barrier, test error |",
-                      "|---|---|---|---|---|"]
-            for strategy, rows in r["from_baseline"].items():
-                for k, row in enumerate(rows, start=1):
-                    lines.append(f"| {k} | {strategy} | {_fmt(row['distance']['relative'])} | "
-                                 f"{_fmt(row.get('barrier_train_loss'))} | {_fmt(row.get('barrier_test_error'))} |")
-        if r["geometry"]:
-            lines += ["", "### Volume and sharpness of the IMP minima", "",
-                      "| level | dimension | log-volume | mean radius | top eigenvalue | trace | eigenvalue converged |",
-                      "|---|---|---|---|---|---|---|"]
-            for g in r["geometry"]:
-                lines.append(f"| {g['level']} | {g['dimension']} | {_fmt(g['log_volume'], 1)} | {_fmt(g['radius_mean'])} "
-                             f"| {_fmt(g['top_eigenvalue'], 2)} | {_fmt(g['trace'], 1)} | {g['eigen_converged']} |")
-        for seed, table in sorted(r["sublevel"].items())[:1]:
-            lines += ["", f"### Sublevel set S(eps), seed {seed}", "", f"eps = {table['eps']:.4f}: {table['eps_rule']}.", "",
-                      "| solution | density | train loss | in S(eps) | baseline loss, BN recomputed | in S(eps) |",
-                      "|---|---|---|---|---|---|"]
-            for row in table["rows"]:
-                recomputed = (f"{row['train_loss_bn_recomputed']:.4f} | {row['inside_bn_recomputed']}"
-                              if "train_loss_bn_recomputed" in row else "— | —")
-                lines.append(f"| {row['label']} | {row['density']:.4f} | {row['train_loss']:.4f} | {row['inside']} | "
-                             f"{recomputed} |")
-        lines += ["", "### Figures", ""] + [f"![{name}](figures/{name})" for name in figures.get(rewind, [])] + [""]
+        lines += _rewind_section(results, rewind, r)
+    if not results.get("comparable"):
+        lines += _published(results)
     return "\n".join(lines)
 
 
-def _numbers_text(finding: dict) -> str:
-    """The finding's numbers as a nested list; a comparison reads "difference ± standard error"."""
-    lines = []
+def _finding(f: dict, rewinds: list[str]) -> list[str]:
+    lines = [f"### {f['number']}. {f['statement']}", "", f"Test: {f['test']}", ""]
+    for rewind in rewinds:
+        d = f["per_rewind"][rewind]
+        lines += [f"**R = {rewind}: {d['verdict']}.** {d['reason'][0].upper() + d['reason'][1:]}.", ""]
+        if d["checks"]:
+            lines += _table(f"Table {f['number']}.{rewinds.index(rewind) + 1}: comparisons of finding {f['number']} "
+                            f"at R = {rewind} (difference ± standard error; passes: beyond two standard errors the "
+                            "expected way).",
+                            ["comparison", "difference", "standard error", "noise", "result"],
+                            [[ch["name"], f"{ch['difference']:+.4f}", "—" if ch["se"] is None else f"{ch['se']:.4f}",
+                              ch["noise"], "passes" if ch["beyond"] == ch["expected"] else
+                              "fails" if ch["beyond"] not in ("within", "unknown", "missing") else ch["beyond"]]
+                             for ch in d["checks"]])
+    return lines
 
-    def show(value, indent):
-        pad = "  " * indent
-        if isinstance(value, dict) and "difference" in value:
-            if value["se"] is None:
-                return f"{value['difference']:+.4f} ({value['noise']}: compared as measured)"
-            where = {"above": "above noise", "below": "below noise (the other way)", "within": "within noise"}
-            return (f"{value['difference']:+.4f} ± {value['se']:.4f} ({value['noise']}; "
-                    f"{where.get(value.get('beyond'), value.get('beyond'))})")
-        if isinstance(value, dict) and "mean" in value and "std" in value:
-            return _fmt(value)
-        if isinstance(value, dict):
-            for key, item in value.items():
-                nested = (isinstance(item, dict) and "difference" not in item and "mean" not in item) or (
-                    isinstance(item, list) and item and isinstance(item[0], dict))
-                if nested:
-                    lines.append(f"{pad}- {key}:")
-                    show(item, indent + 1)
-                else:
-                    lines.append(f"{pad}- {key}: {show(item, indent + 1)}")
-            return None
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                label = ", ".join(f"{k} {item[k]}" for k in ("level", "versus") if k in item)
-                lines.append(f"{pad}- {label}:")
-                show({k: v for k, v in item.items() if k not in ("level", "versus")}, indent + 1)
-            return None
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        if isinstance(value, list):
-            return ", ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value)
-        return str(value)
 
-    show(finding["numbers"], 0)
-    return "Measured:\n\n" + "\n".join(lines)
+def _rewind_section(results: dict, rewind: str, r: dict) -> list[str]:
+    at = f"R = {rewind}"
+    lines = [f"## Results at {at}", ""]
+    rows = [["dense", 0, "1.0000", _fmt(r["dense_accuracy"], 2, 100), "—", "—", "—", "—"]]
+    for strategy, levels in r["levels"].items():
+        rows += [[strategy, row["level"], f"{row['density']:.4f}", _fmt(row["test_accuracy"], 2, 100),
+                  _fmt(row["train_loss"]), _fmt(row["baseline_train_loss"]),
+                  _fmt(row["baseline_train_loss_bn_recomputed"]), ", ".join(row["collapsed_layers"]) or "—"]
+                 for row in levels]
+    lines += _table(f"Accuracy against density at {at}: test accuracy (%), mean ± std over seeds; train losses in "
+                    "nats on the fixed training sample.",
+                    ["strategy", "level", "density", "test accuracy (%)", "train loss", "baseline train loss (stored BN)",
+                     "baseline train loss (BN recomputed)", "collapsed layers"], rows)
+    lines += _table(f"Interpolation between successive IMP solutions at {at}.",
+                    ["pair", "barrier, train loss", "barrier, test error", "L2 distance", "relative distance"],
+                    [[" → ".join(cv["pair"]), _fmt(cv.get("barrier_train_loss")), _fmt(cv.get("barrier_test_error")),
+                      _fmt(d["l2"]), _fmt(d["relative"])] for cv, d in zip(r["successive"], r["distance_successive"])])
+    if r["prune_path"]:
+        lines += _table(f"Pruning paths theta_(k-1) → b_k at {at}.", ["path", "barrier, train loss",
+                                                                      "train loss at b_k"],
+                        [[" → ".join(cv["pair"]), _fmt(cv.get("barrier_train_loss")), _fmt(cv.get("end_train_loss"))]
+                         for cv in r["prune_path"]])
+    if r["from_baseline"]:
+        lines += _table(f"Distance and barrier from the baseline at {at}: rewinding (imp) against fine-tuning.",
+                        ["level", "strategy", "relative distance", "barrier, train loss", "barrier, test error"],
+                        [[k, s, _fmt(row["distance"]["relative"]), _fmt(row.get("barrier_train_loss")),
+                          _fmt(row.get("barrier_test_error"))]
+                         for s, rows_ in r["from_baseline"].items() for k, row in enumerate(rows_, start=1)])
+    if r["geometry"]:
+        lines += _table(f"Volume and sharpness of the IMP minima at {at} (radius in units of ||theta||; log-volume "
+                        "in nats; eigenvalues by Lanczos, converged when the residual is below the tolerance).",
+                        ["level", "dimension", "log-volume", "mean radius", "lambda_max", "lambda_min",
+                         "residual", "trace", "converged"],
+                        [[g["level"], g["dimension"], _fmt(g["log_volume"], 1), _fmt(g["radius_mean"]),
+                          _fmt(g["top_eigenvalue"], 3), _fmt(g.get("lambda_min"), 3), _fmt(g.get("eigen_residual"), 5),
+                          _fmt(g["trace"], 1), g["eigen_converged"]] for g in r["geometry"]])
+    for seed, table in sorted(r["sublevel"].items())[:1]:
+        lines += [f"Sublevel set S(eps), seed {seed}: eps = {table['eps']:.4f} ({table['eps_rule']}).", ""]
+        lines += _table(f"Train loss of every solution and baseline at {at}, seed {seed}, and membership of S(eps).",
+                        ["solution", "density", "train loss", "in S(eps)", "baseline loss, BN recomputed", "in S(eps)"],
+                        [[row["label"], f"{row['density']:.4f}", f"{row['train_loss']:.4f}", row["inside"],
+                          f"{row['train_loss_bn_recomputed']:.4f}" if "train_loss_bn_recomputed" in row else "—",
+                          row.get("inside_bn_recomputed", "—")] for row in table["rows"]])
+    for i, figure in enumerate(results["figures"].get(rewind, []), start=1):
+        lines += [f"![{figure['file']}](figures/{figure['file']})", "", f"*Figure {rewind}.{i}: {figure['caption']}*",
+                  ""]
+    return lines
+
+
+def _published(results: dict) -> list[str]:
+    ref = results["published"]
+    lines = ["## Published reference (not measured here)", "", f"Source: {ref['source']}.", ""]
+    if ref["dense"]:
+        lines += [f"Dense {ref['model']}: {ref['dense'][0]:.2f} ± {ref['dense'][1]:.2f}% test accuracy.", ""]
+    if ref["by_density"]:
+        densities = sorted({d for points in ref["by_density"].values() for d in points}, reverse=True)
+        lines += _table("Published test accuracy (%) of iterative magnitude pruning, ResNet-20 on CIFAR-10 (Renda et "
+                        "al. 2020; their rewind point is epoch 12, this study's is its own R).",
+                        ["retraining"] + [f"density {d:.2%}" for d in densities],
+                        [[label] + [f"{points.get(d, float('nan')):.2f}" for d in densities]
+                         for label, points in ref["by_density"].items()])
+    return lines

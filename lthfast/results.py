@@ -1,7 +1,9 @@
 """A study's stored numbers, collected from the run store into one dictionary (the report's
 results.json): per rewind point, the accuracy-against-density table of every strategy, the
-curves, distances, geometry and sublevel tables, grouped over seeds. Nothing is computed
-here that the run store does not hold; image counts come from the stored records.
+curves, distances, geometry and sublevel tables. Each quantity is kept by seed (lthfast.stats
+.mean_std), for the study's seeds and, for the noise of one-seed studies, for every stored
+run of the same config that differs only in the seed. Nothing is computed here that the run
+store does not hold; image counts come from the stored records.
 """
 from __future__ import annotations
 
@@ -19,8 +21,16 @@ class Collector:
 
     def __init__(self, config: StudyConfig, root: Path):
         self.config = config
-        self.runs = {(s, r): store.Run(config.run_folder(root, s, r), config.imp_config(s, r))
-                     for s in config.seeds for r in config.rewinds()}
+        self.runs = {}  # (seed, rewind) -> store.Run: the study's seeds, then other stored seeds
+        self.seeds = {}  # rewind -> every seed with a stored run of the study's config
+        for rewind in config.rewinds():
+            for seed in config.seeds:
+                self.runs[seed, rewind] = store.Run(config.run_folder(root, seed, rewind), config.imp_config(seed, rewind))
+            first = self.runs[config.seeds[0], rewind]
+            stored = first.seed_runs() if (first.folder / "config.json").exists() else []
+            for run in stored:
+                self.runs.setdefault((run.config.train.seed, rewind), run)
+            self.seeds[rewind] = sorted({s for s, r in self.runs if r == rewind})
 
     def level(self, seed, rewind, strategy, level) -> dict | None:
         files = self.runs[seed, rewind].level(strategy, level)
@@ -30,9 +40,10 @@ class Collector:
         path = self.runs[seed, rewind].result_path(what, list(specs), self.config.analysis_settings(what))
         return read_json(path) if path.exists() else None
 
-    def over_seeds(self, fn) -> list:
-        """fn(seed) for every seed where it is not None."""
-        return [v for v in (fn(s) for s in self.config.seeds) if v is not None]
+    def stat(self, rewind, fn) -> dict:
+        """fn(seed) over the study's seeds and over every stored seed (None: not there)."""
+        every = {s: v for s in self.seeds[rewind] if (v := fn(s)) is not None}
+        return mean_std({s: every[s] for s in self.config.seeds if s in every}, every)
 
 
 def sizes(config: StudyConfig, col: Collector) -> dict:
@@ -50,7 +61,8 @@ def sizes(config: StudyConfig, col: Collector) -> dict:
 
 def collect(config: StudyConfig, root: Path) -> dict:
     col = Collector(config, root)
-    results = {"config": config.to_dict(), "sizes": sizes(config, col), "rewinds": {}}
+    results = {"config": config.to_dict(), "sizes": sizes(config, col), "rewinds": {},
+               "noise_seeds": {str(r): s for r, s in col.seeds.items()}}
     for rewind in config.rewinds():
         results["rewinds"][str(rewind)] = _rewind_point(config, col, rewind)
     return results
@@ -59,9 +71,8 @@ def collect(config: StudyConfig, root: Path) -> dict:
 def _rewind_point(c: StudyConfig, col: Collector, rewind: int) -> dict:
     strategies = c.strategies_at(rewind)
     levels = list(range(c.levels + 1))
-    r = {"rewind_iter": rewind, "strategies": list(strategies)}
-    dense = col.over_seeds(lambda s: (col.level(s, rewind, "imp", 0) or {}).get("test_accuracy"))
-    r["dense_accuracy"] = mean_std(dense)
+    r = {"rewind_iter": rewind, "strategies": list(strategies),
+         "dense_accuracy": col.stat(rewind, lambda s: (col.level(s, rewind, "imp", 0) or {}).get("test_accuracy"))}
     r["levels"] = {strategy: _level_rows(c, col, rewind, strategy) for strategy in strategies}
     r["successive"] = [_curve(col, rewind, "interpolate", (f"imp:{k - 1}", f"imp:{k}")) for k in levels[1:]]
     r["distance_successive"] = [_distance(col, rewind, (f"imp:{k - 1}", f"imp:{k}")) for k in levels[1:]]
@@ -74,71 +85,79 @@ def _rewind_point(c: StudyConfig, col: Collector, rewind: int) -> dict:
             {**_curve(col, rewind, "interpolate", (f"imp:{k}:baseline", f"{strategy}:{k}")),
              "distance": _distance(col, rewind, (f"imp:{k}:baseline", f"{strategy}:{k}"))} for k in levels[1:]]
     r["geometry"] = [g for k in levels if (g := _geometry(col, rewind, k))]
-    r["sublevel"] = {}
-    for seed in c.seeds:
+    tables = {}
+    for seed in col.seeds[rewind]:
         run = col.runs[seed, rewind]
         path = run.result_path("sublevel", ["run"], sublevel.settings_of(run, None, c.eps_margin))
         if path.exists():
-            r["sublevel"][str(seed)] = read_json(path)["result"]
+            tables[seed] = read_json(path)["result"]
+    r["sublevel"] = {str(s): t for s, t in tables.items() if s in c.seeds}
+    labels = {row["label"] for t in tables.values() for row in t["rows"] if row["kind"] == "solution"}
+
+    def margin(label):  # train loss minus eps: below zero inside S(eps), above outside
+        return lambda s: next((row["train_loss"] - tables[s]["eps"] for row in tables[s]["rows"]
+                               if row["label"] == label), None) if s in tables else None
+    r["sublevel_margin"] = {label: col.stat(rewind, margin(label)) for label in sorted(labels)}
     return r
 
 
 def _level_rows(c: StudyConfig, col: Collector, rewind: int, strategy: str) -> list[dict]:
     rows = []
     for k in range(1, c.levels + 1):
-        records = {s: v for s in c.seeds if (v := col.level(s, rewind, strategy, k))}
-        if not records:
+        record = lambda s: col.level(s, rewind, strategy, k)  # noqa: E731
+        first = next((v for s in c.seeds if (v := record(s))), None)
+        if first is None:
             continue
-        values = list(records.values())
-        base = [v["baseline"] for v in values]
-        rows.append({"level": k, "density": values[0]["density"], "seeds": list(records),
-                     "test_accuracy": mean_std([v["test_accuracy"] for v in values]),
-                     "train_loss": mean_std([v["train_loss"] for v in values]),
-                     "baseline_train_loss": mean_std([b["train_loss"] for b in base]),
-                     "baseline_train_loss_bn_recomputed": mean_std([b["train_loss_bn_recomputed"] for b in base]),
-                     "baseline_train_accuracy_bn_recomputed":
-                         mean_std([b["train_accuracy_bn_recomputed"] for b in base]),
-                     "baseline_test_accuracy_bn_recomputed": mean_std([b["test_accuracy_bn_recomputed"] for b in base]),
-                     "collapsed_layers": sorted({n for v in values for n in v["collapsed_layers"]})})
+
+        def field(key, baseline=False):
+            return col.stat(rewind, lambda s: (v := record(s)) and (v["baseline"] if baseline else v)[key])
+        rows.append({"level": k, "density": first["density"],
+                     "seeds": [s for s in c.seeds if record(s)],
+                     "test_accuracy": field("test_accuracy"), "train_loss": field("train_loss"),
+                     "baseline_train_loss": field("train_loss", True),
+                     "baseline_train_loss_bn_recomputed": field("train_loss_bn_recomputed", True),
+                     "baseline_train_accuracy_bn_recomputed": field("train_accuracy_bn_recomputed", True),
+                     "baseline_test_accuracy_bn_recomputed": field("test_accuracy_bn_recomputed", True),
+                     "collapsed_layers": sorted({n for s in c.seeds if (v := record(s)) for n in v["collapsed_layers"]})})
     return rows
 
 
 def _geometry(col: Collector, rewind: int, k: int) -> dict | None:
-    volumes = col.over_seeds(lambda s: col.result(s, rewind, "volume", (f"imp:{k}",)))
-    sharps = col.over_seeds(lambda s: col.result(s, rewind, "sharpness", (f"imp:{k}",)))
-    if not volumes and not sharps:
+    def of(what, key, fallback=None):
+        def value(s):
+            doc = col.result(s, rewind, what, (f"imp:{k}",))
+            return None if doc is None else doc["result"].get(key, doc["result"].get(fallback))
+        return col.stat(rewind, value)
+    volume, sharp = of("volume", "radius_mean"), of("sharpness", "top_eigenvalue")
+    if not volume["n"] and not sharp["n"]:
         return None
-    return {"level": k, "seeds": len(volumes),
-            "log_volume": mean_std([v["result"]["log_volume"] for v in volumes]),
-            "radius_mean": mean_std([v["result"]["radius_mean"] for v in volumes]),
-            "radius_std": mean_std([v["result"]["radius_std"] for v in volumes]),
-            "dimension": volumes[0]["result"]["dimension"] if volumes else None,
-            "top_eigenvalue": mean_std([v["result"]["top_eigenvalue"] for v in sharps]),
-            "eigen_converged": all(v["result"]["eigen_converged"] for v in sharps) if sharps else None,
-            "lambda_min": mean_std([v["result"]["lambda_min"] for v in sharps if "lambda_min" in v["result"]]),
+    dimension = next((d["result"]["dimension"] for s in col.seeds[rewind]
+                      if (d := col.result(s, rewind, "volume", (f"imp:{k}",)))), None)
+    converged = [d["result"]["eigen_converged"] for s in col.config.seeds
+                 if (d := col.result(s, rewind, "sharpness", (f"imp:{k}",)))]
+    return {"level": k, "seeds": volume["n"], "radius_mean": volume, "log_volume": of("volume", "log_volume"),
+            "radius_std": of("volume", "radius_std"), "dimension": dimension, "top_eigenvalue": sharp,
+            "lambda_min": of("sharpness", "lambda_min"),
             # power iteration's last relative change, in results of lthfast before the Lanczos solver
-            "eigen_residual": mean_std([v["result"].get("eigen_residual", v["result"].get("eigen_relative_change"))
-                                        for v in sharps]),
-            "trace": mean_std([v["result"]["trace"] for v in sharps]),
-            "wall_seconds": sum(v["wall_seconds"] for v in volumes + sharps)}
+            "eigen_residual": of("sharpness", "eigen_residual", "eigen_relative_change"),
+            "eigen_converged": all(converged) if converged else None, "trace": of("sharpness", "trace")}
 
 
 def _curve(col: Collector, rewind, what, specs) -> dict:
-    docs = col.over_seeds(lambda s: col.result(s, rewind, what, specs))
-    out = {"pair": list(specs), "seeds": len(docs)}
-    if not docs:
+    docs = {s: d["result"] for s in col.seeds[rewind] if (d := col.result(s, rewind, what, specs))}
+    out = {"pair": list(specs), "seeds": len([s for s in docs if s in col.config.seeds])}
+    first = next((docs[s] for s in col.config.seeds if s in docs), None)
+    if first is None:
         return out
-    curves = [d["result"] for d in docs]
-    out.update(barrier_train_loss=mean_std([c["barrier_train_loss"] for c in curves]),
-               barrier_test_error=mean_std([c["barrier_test_error"] for c in curves]),
-               alphas=curves[0]["alphas"], train_loss=curves[0]["train_loss"], test_error=curves[0]["test_error"],
-               test_images=curves[0]["test_images"],
-               peak_test_error=[max(c["test_error"]) for c in curves],
-               end_train_loss=[c["train_loss"][-1] for c in curves])
+    out.update(barrier_train_loss=col.stat(rewind, lambda s: docs[s]["barrier_train_loss"] if s in docs else None),
+               barrier_test_error=col.stat(rewind, lambda s: docs[s]["barrier_test_error"] if s in docs else None),
+               end_train_loss=col.stat(rewind, lambda s: docs[s]["train_loss"][-1] if s in docs else None),
+               alphas=first["alphas"], train_loss=first["train_loss"], test_error=first["test_error"],
+               test_images=first["test_images"])
     return out
 
 
 def _distance(col: Collector, rewind, specs) -> dict:
-    docs = col.over_seeds(lambda s: col.result(s, rewind, "distance", specs))
-    return {"pair": list(specs), "l2": mean_std([d["result"]["l2"] for d in docs]),
-            "relative": mean_std([d["result"]["relative"] for d in docs])}
+    def of(key):
+        return col.stat(rewind, lambda s: (d := col.result(s, rewind, "distance", specs)) and d["result"][key])
+    return {"pair": list(specs), "l2": of("l2"), "relative": of("relative")}

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, fields
 
 from lthfast import settings, strategies
 from lthfast.analysis import CurveSettings
-from lthfast.config import DEFAULT_REWIND_ITER, SEED_MAX, ImpConfig, TrainConfig
+from lthfast.config import DEFAULT_REWIND_ITER, LEGACY_DEFAULTS, PRECISIONS, SEED_MAX, ImpConfig, TrainConfig
 from lthfast.errors import LthError
+from lthfast.hardware import resolve_precision
 from lthfast.geometry import SharpnessSettings, VolumeSettings
 from lthfast.data import SIZES
 from lthfast.models import parse_model_name, prunable_count
@@ -65,12 +66,15 @@ class StudyConfig:
     sharpness_levels: tuple | None = setting(None, "IMP levels with sharpness, -1 the last (default: all; the "
                                              "costliest analysis).", kind="ints")
     eps_margin: float = setting(0.1, "relative margin of the sublevel threshold eps.", kind="float", minimum=0.0)
+    precision: str = setting("auto", "fp32, bf16 or auto (bf16 where the device runs it natively); stored resolved.",
+                             kind="str", choices=PRECISIONS)
     device: str = setting("auto", "auto, cpu or cuda[:N].", kind="str")
     backend: str = setting("auto", "kernel backend.", kind="str", choices=BACKENDS)
 
     def __post_init__(self):
         settings.check(self)
         parse_model_name(self.model, self.width)
+        self.precision = resolve_precision(self.precision, self.device)
         if self.sharpness_levels is not None and not all(-self.levels - 1 <= k <= self.levels
                                                          for k in self.sharpness_levels):
             raise LthError(f"--sharpness-levels must lie in 0..{self.levels} (or -1 for the last), "
@@ -111,7 +115,8 @@ class StudyConfig:
         train = TrainConfig(model=self.model, width=self.width, data=self.data, data_dir=self.data_dir,
                             train_subset=self.train_subset, epochs=self.epochs, batch_size=self.batch_size,
                             lr=self.lr, milestones=self.milestones, seed=seed, rewind_iter=rewind,
-                            eval_every=self.epochs, device=self.device, backend=self.backend)
+                            eval_every=self.epochs, precision=self.precision, device=self.device,
+                            backend=self.backend)
         return ImpConfig(train=train, prune_fraction=self.prune_fraction, eval_train_images=self.eval_train_images,
                          eval_test_images=self.eval_test_images, bn_batches=self.bn_batches)
 
@@ -142,7 +147,8 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "StudyConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in {**LEGACY_DEFAULTS, **d}.items()
+                      if k in known})
 
 
 PRESETS = {

@@ -16,7 +16,7 @@ from lthfast.study_config import load_study_config
 PACKAGE = Path(__file__).resolve().parents[1] / "lthfast"
 # Layers from the bottom (README, "Architecture"): a module may import its own layer and those below.
 LAYERS = [
-    ["errors", "settings", "storage", "signals", "hardware", "stats", "claims"],
+    ["errors", "settings", "storage", "signals", "hardware", "stats", "claims", "published"],
     ["kernels", "extension"],
     ["ops"],
     ["models", "data", "flat", "pruning", "config", "stacked"],
@@ -24,7 +24,7 @@ LAYERS = [
     ["stack_member", "stack_engines", "stack_auto", "stack", "trainer", "landscape", "hessian", "volume"],
     ["imp", "analysis", "calibration"],
     ["geometry", "sublevel"],
-    ["study_config", "results", "findings", "report", "study"],
+    ["study_config", "results", "findings", "figures", "report", "study"],
     ["flags", "cli_analyze", "cli_study", "cli", "__main__", "__init__"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

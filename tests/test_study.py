@@ -2,6 +2,7 @@
 stopped in the middle (by a signal) and started again ending with the same results."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,15 +12,15 @@ import pytest
 
 from lthfast.errors import LthError
 from lthfast.report import write_report
-from lthfast.stats import CANNOT_TELL, DOES_NOT, SUPPORTS
+from lthfast.stats import CANNOT_TELL, DOES_NOT, NOT_MEASURED, SUPPORTS
 from lthfast.study import Study
 from lthfast.study_config import preset_config
 
 FIGURES = ["accuracy_vs_density", "baseline_loss_vs_density", "successive", "prune_path", "from_baseline",
            "sublevel"]
-SECTIONS = ["## The seven findings", "### Test accuracy against density", "### Interpolation between successive IMP",
-            "### Pruning paths", "### Distance and barrier from the baseline", "### Volume and sharpness",
-            "### Sublevel set"]
+SECTIONS = ["## Summary", "## Findings", "## Results at R = 2", "**Accuracy against density at R = 2",
+            "**Interpolation between successive IMP", "**Pruning paths", "**Distance and barrier from the baseline",
+            "**Volume and sharpness", "Sublevel set S(eps)", "## Results at R = 0"]
 
 
 def run_study(root, **overrides):
@@ -42,8 +43,11 @@ def test_smoke_study_writes_every_section_figure_and_finding(smoke):
         assert section in text, section
     results = json.loads((root / "report" / "results.json").read_text())
     assert [f["number"] for f in results["findings"]] == list(range(1, 8))
-    assert all(f["verdict"] in (SUPPORTS, DOES_NOT, CANNOT_TELL) for f in results["findings"])
-    assert text.count("**Verdict: ") == 7
+    assert all(f["verdict"] in (SUPPORTS, DOES_NOT, CANNOT_TELL, NOT_MEASURED) for f in results["findings"])
+    assert text.count("**R = 2: ") == 7 and text.count("**R = 0: ") == 7  # a verdict per finding and rewind point
+    summary = text.split("## Summary")[1].split("## Findings")[0]
+    assert summary.count("\n| ") == 8 and "| finding | R = 2 | R = 0 | deciding number | seeds |" in summary
+    assert text.count("*Figure 2.") == len(FIGURES) + 1 and "not comparable" in text
     assert set(results["rewinds"]) == {"2", "0"}  # the late rewind point and R = 0
     for rewind, names in (("2", FIGURES), ("0", ["accuracy_vs_density", "baseline_loss_vs_density", "successive",
                                                "sublevel"])):
@@ -62,11 +66,55 @@ def test_smoke_study_writes_every_section_figure_and_finding(smoke):
 def test_the_report_never_claims_what_its_numbers_do_not_show(smoke):
     root, _ = smoke
     results = json.loads((root / "report" / "results.json").read_text())
-    f2 = results["findings"][1]
-    late = f2["numbers"][str(results["config"]["rewind_iter"])]
-    # Support needs a barrier above twice its standard error at every pair.
-    supported = all(b > 2 * se for b, se in zip(late["barrier_test_error"], late["se"]))
-    assert (f2["verdict"] == SUPPORTS) == supported
+    for finding in results["findings"]:
+        for rewind, decided in finding["per_rewind"].items():
+            checks = decided["checks"]
+            # Support needs every comparison beyond twice its standard error, the expected way.
+            supported = bool(checks) and all(c["se"] is not None and c["beyond"] == c["expected"] for c in checks)
+            assert (decided["verdict"] == SUPPORTS) == supported, (finding["number"], rewind)
+            for c in checks:
+                if c.get("kind") is None and c["se"] is not None:
+                    assert (c["beyond"] == c["expected"]) == (c["difference"] * c["sign"] > 2 * c["se"])
+
+
+def test_a_one_seed_study_never_decides_from_trained_networks(smoke, tmp_path):
+    """Seed 0 alone: no comparison of trained networks decides (the binomial error of an
+    evaluation is no noise estimate for training). With the other seed's runs stored beside
+    it, their spread is used and the report says so."""
+    root, _ = smoke
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for run in root.glob("imp_*"):
+        if json.loads((run / "config.json").read_text())["train"]["seed"] == 0:
+            shutil.copytree(run, alone / run.name)
+    config = preset_config("smoke", seeds=(0,))
+    Study(config, alone).save_config()
+    results = json.loads((write_report(alone).parent / "results.json").read_text())
+    assert {d["verdict"] for f in results["findings"] for d in f["per_rewind"].values()} <= {CANNOT_TELL, NOT_MEASURED}
+    assert all(c["beyond"] in ("unknown", "missing") for f in results["findings"] for d in f["per_rewind"].values()
+               for c in d["checks"])
+    Study(config, root).save_config()  # the same one-seed study where seed 1 is stored too
+    results = json.loads((write_report(root).parent / "results.json").read_text())
+    checks = [c for f in results["findings"] for d in f["per_rewind"].values() for c in d["checks"]]
+    assert checks and all(c["noise"].startswith("one seed; spread of 2 stored runs of the same config (seeds 0, 1)")
+                          for c in checks if c["se"] is not None)
+    assert any(c["se"] is not None for c in checks)
+    Study(preset_config("smoke"), root).save_config()  # leave the two-seed study as the module found it
+    write_report(root)
+
+
+def test_the_report_stands_beside_the_published_numbers_only_for_the_paper_recipe(tmp_path):
+    paper = tmp_path / "paper"
+    Study(preset_config("paper-resnet20"), paper).save_config()
+    text = write_report(paper).read_text()
+    published = text.split("## Published reference (not measured here)")[1]
+    for value in ("91.71 ± 0.23", "91.67", "91.31", "91.00", "89.21", "88.56", "86.67", "90.94", "90.56", "89.78"):
+        assert value in published, value
+    assert "Renda" in published and "this study is not comparable" not in text
+    smoke = tmp_path / "smoke"
+    Study(preset_config("smoke"), smoke).save_config()
+    text = write_report(smoke).read_text()
+    assert "are not shown: this study is not comparable with them" in text and "## Published reference" not in text
 
 
 def stored_numbers(root):
