@@ -21,6 +21,7 @@ from lthfast.errors import Interrupted, LthError
 from lthfast.flags import build, parse_list, with_flags
 from lthfast.imp import ImpRun
 from lthfast.models import prunable_count
+from lthfast.power import table as power_table, text as power_text
 from lthfast.pruning import check_levels
 from lthfast.settings import integer, number
 from lthfast.trainer import train_run
@@ -104,8 +105,21 @@ def repair(root: str | None = None):
     print(f"index rebuilt: {done['levels']} finished levels ({len(done['moved'])} damaged files set aside)")
 
 
+def power(root: str | None = None, seeds: int = 3):
+    """For every comparison the findings make in the study under ROOT: the measured effect,
+    its seed-to-seed spread, and whether it would exceed two standard errors with SEEDS
+    seeds (to size a study from a smaller one).
+
+    Args:
+        root: the study's folder (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
+        seeds: seeds of the study being sized.
+    """
+    seeds = integer("--seeds", seeds, minimum=1)
+    print(power_text(power_table(store.Store(root).root, seeds), seeds))
+
+
 COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": ANALYSES, "study": study, "report": report,
-            "repair": repair}
+            "repair": repair, "power": power}
 
 
 POSITIONAL = {"analyze": 1}  # `analyze WHAT RUN`: the run folder; every other value is a --flag

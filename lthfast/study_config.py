@@ -63,8 +63,8 @@ class StudyConfig:
     sharpness_trace_samples: int = setting(50, "Rademacher vectors of each trace.", minimum=1)
     geometry_seeds: tuple | None = setting(None, "seeds whose IMP levels get volume and sharpness (default: all).",
                                            kind="ints", minimum=0, maximum=SEED_MAX)
-    sharpness_levels: tuple | None = setting(None, "IMP levels with sharpness, -1 the last (default: all; the "
-                                             "costliest analysis).", kind="ints")
+    sharpness_levels: tuple | None = setting(None, "IMP levels with sharpness, -1 the last (default: all; empty: "
+                                             "none; the costliest analysis).", kind="ints")
     eps_margin: float = setting(0.1, "relative margin of the sublevel threshold eps.", kind="float", minimum=0.0)
     precision: str = setting("auto", "fp32, bf16 or auto (bf16 where the device runs it natively); stored resolved.",
                              kind="str", choices=PRECISIONS)
