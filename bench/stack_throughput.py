@@ -8,8 +8,9 @@ each network with its own seed, random 20%-density mask and learning rate, on ra
   loop, grouped (streams, graph on CUDA)
             one stack of K networks (lthfast.stack_engines); one stack step trains each
             network on one batch
-  auto      the mode lthfast.stack_auto picks for this K (measured once, cached in
-            LTHFAST_CACHE/stack_modes.json); its figures are that mode's
+  auto      the mode lthfast.stack_auto picks for this K (measured again here, and the
+            choice cached in LTHFAST_CACHE/stack_modes.json for later stacks); its figures
+            are that mode's
 Reported per configuration: seconds for one step of all K networks, images/s of all K
 networks together (K x batch / that time), images/s per network (that / K: how fast each
 network advances when K of them are trained this way), and the speedup over separate.
@@ -46,7 +47,8 @@ def measure(config: TrainConfig, ks, modes, device, steps: int, repeats: int, co
     """{K: {configuration: {...figures}}} for the stacks of `config`'s shape (used by gpu_check too)."""
     results = {}
     for k in ks:
-        picked = None if compile_ else choose_mode(config, k, device)  # auto's structure is measured uncompiled
+        # auto's choice measured afresh here (and cached for later stacks); its structure is measured uncompiled
+        picked = None if compile_ else choose_mode(config, k, device, refresh=True)
         runners = {"separate": [stack_steps(config, 1, "loop", device, compile_, seed=i) for i in range(k)]}
         for mode in list(modes) + ([picked] if picked and picked not in modes else []):
             if mode == "graph" and compile_:

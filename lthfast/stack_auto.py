@@ -2,8 +2,11 @@
 
 The first stack of a shape (device name, model, width, batch size, precision, memory
 layout, K) times a few steps of every candidate mode on throwaway networks and random
-images, and keeps the fastest in LTHFAST_CACHE/stack_modes.json (with every timing), so
-later stacks of that shape pick it at once. Candidates: loop and grouped everywhere,
+images (MEASURE_ROUNDS rounds, the candidates interleaved in each, medians), and keeps
+its choice in LTHFAST_CACHE/stack_modes.json (with every timing), so later stacks of that
+shape pick it at once. The choice is loop unless another mode is faster by MARGIN: loop
+runs each network exactly as a single run does, so it is never slower than separate runs
+but for noise, and a noisy measurement must not trade that for a doubtful gain. Candidates: loop and grouped everywhere,
 streams on CUDA. Not graph, nor compiled forwards: compiling takes minutes, longer than a
 measurement may (bench/gpu_check.py measures them; choose them explicitly), and a compiled
 stack keeps the structure measured uncompiled. A stack of one is always loop (the single
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import time
 
 import torch
@@ -30,7 +34,8 @@ from lthfast.stack_engines import make_engine
 from lthfast.stack_member import build_model, place_mask, use_channels_last
 from lthfast.storage import atomic_write_json
 
-MEASURE_STEPS, MEASURE_WARMUP = 3, 2
+MEASURE_ROUNDS, MEASURE_STEPS, MEASURE_WARMUP = 3, 2, 1
+MARGIN = 0.9  # another mode must take at most 90% of loop's time to be chosen
 
 
 def candidates(device: torch.device) -> list[str]:
@@ -42,9 +47,10 @@ def cache_key(config: TrainConfig, k: int, device: torch.device) -> str:
             f"{config.precision} | {'channels_last' if use_channels_last(config, device) else 'nchw'} | K {k}")
 
 
-def choose_mode(config: TrainConfig, k: int, device: torch.device) -> str:
+def choose_mode(config: TrainConfig, k: int, device: torch.device, refresh: bool = False) -> str:
     """The mode `auto` resolves to for a stack of `k` trainings of `config`'s shape on `device`
-    (measured uncompiled on the first call for that shape, then read from the cache)."""
+    (measured uncompiled on the first call for that shape, then read from the cache;
+    refresh: measure again and replace the cached choice, e.g. on a quiet machine)."""
     if k == 1:
         return "loop"
     path = default_cache_dir() / "stack_modes.json"
@@ -53,11 +59,16 @@ def choose_mode(config: TrainConfig, k: int, device: torch.device) -> str:
         cache = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:  # a torn or foreign file: measure again
         cache = {}
-    if key in cache and cache[key].get("mode") in candidates(device):
+    if not refresh and key in cache and cache[key].get("mode") in candidates(device):
         return cache[key]["mode"]
-    seconds = {mode: time_steps(stack_steps(config, k, mode, device), MEASURE_STEPS, MEASURE_WARMUP, device)
-               for mode in candidates(device)}
-    mode = min(seconds, key=seconds.get)
+    steps = {mode: stack_steps(config, k, mode, device) for mode in candidates(device)}
+    rounds = {mode: [] for mode in steps}
+    for round_ in range(MEASURE_ROUNDS):
+        for mode, step in steps.items():
+            rounds[mode].append(time_steps(step, MEASURE_STEPS, MEASURE_WARMUP if round_ == 0 else 0, device))
+    seconds = {mode: statistics.median(times) for mode, times in rounds.items()}
+    fastest = min(seconds, key=seconds.get)
+    mode = fastest if seconds[fastest] <= MARGIN * seconds["loop"] else "loop"
     cache[key] = {"mode": mode, "seconds_per_step": seconds, "torch": torch.__version__}
     atomic_write_json(cache, path)
     return mode

@@ -283,8 +283,9 @@ def test_auto_measures_once_per_shape_and_caches_its_choice(tmp_path, monkeypatc
     mode = choose_mode(config, 2, torch.device("cpu"))
     cache = read_json(tmp_path / "cache" / "stack_modes.json")
     (entry,) = cache.values()
-    assert mode == entry["mode"] == min(entry["seconds_per_step"], key=entry["seconds_per_step"].get)
-    assert set(entry["seconds_per_step"]) == {"loop", "grouped"}
+    seconds = entry["seconds_per_step"]
+    assert set(seconds) == {"loop", "grouped"} and mode == entry["mode"]
+    assert mode == ("grouped" if seconds["grouped"] <= 0.9 * seconds["loop"] else "loop")  # loop unless clearly slower
     monkeypatch.setattr(auto, "time_steps", lambda *a, **k: pytest.fail("measured twice"))
     assert choose_mode(config, 2, torch.device("cpu")) == mode
     assert choose_mode(config, 1, torch.device("cpu")) == "loop"
