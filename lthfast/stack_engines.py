@@ -59,6 +59,12 @@ def check_mode(mode: str, device: torch.device, compile: bool | str = False) -> 
     if mode in CUDA_MODES and device.type != "cuda":
         raise LthError(f"stack mode {mode!r} needs a CUDA device; this stack runs on {device} "
                        f"(use loop, grouped or auto)")
+    if isinstance(compile, str) and compile not in COMPILE_MODES:
+        import torch._dynamo  # only here: importing it takes seconds
+
+        if compile not in torch._dynamo.list_backends(exclude_tags=()):
+            raise LthError(f"compile must be True, one of {', '.join(COMPILE_MODES)} or a dynamo backend, "
+                           f"got {compile!r}")
     if mode == "streams" and compile == "reduce-overhead":
         raise LthError("stack mode 'streams' does not replay CUDA graphs on its streams; use mode graph")
     if mode == "graph" and compile not in (False, "reduce-overhead"):
@@ -168,6 +174,7 @@ class GroupedEngine(LoopEngine):
 
     def __init__(self, models, sgd, precision, device, channels_last, batch_size, compile=False):
         super().__init__(models, sgd, precision, device, channels_last, batch_size, compile)
+        self.forward = forward_loss  # its loop steps are rare: not worth compiling a second graph
         self._build()
 
     def _build(self):
