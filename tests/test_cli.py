@@ -48,7 +48,7 @@ def test_help_describes_every_flag():
     (["train", "--model", "alexnet"], "unknown model 'alexnet'; known models: resnet20"),
     (["train", "--epochs", "-3"], "--epochs must be an integer >= 1"),
     (["train", "--data-dir", "/nonexistent/cifar"], "data folder /nonexistent/cifar does not exist"),
-    (["train", "--precision", "fp16"], "--precision must be one of fp32, bf16"),
+    (["train", "--precision", "fp16"], "--precision must be one of auto, fp32, bf16"),
     (["train", "--milestones", "a,b"], "--milestones must be positive epoch numbers"),
     (["train", "--bogus", "1"], "unknown flag --bogus"),
     (["train", "--device", "tpu"], "--device must be auto, cpu or cuda"),

@@ -35,8 +35,8 @@ def pointwise_curve(theta_a, theta_b, alphas, data, bn):
                                else theta_a[n] for n in theta_a})
         model.to(memory_format=torch.channels_last)
         if bn == "recompute":
-            recompute_batchnorm(model, data, 2, 64, 0, True, config.precision)
-        loss, accuracy = evaluate(model, data.test_x, data.test_y, config.precision, config.eval_batch_size, True)
+            recompute_batchnorm(model, data, 2, 64, 0, True, "fp32")
+        loss, accuracy = evaluate(model, data.test_x, data.test_y, "fp32", config.eval_batch_size, True)
         losses.append(loss)
         accuracies.append(accuracy)
     return losses, accuracies
@@ -95,5 +95,5 @@ def test_points_along_directions_equal_point_by_point(stack):
         model = create_model("resnet8")
         model.load_state_dict({n: v + t * directions[n][k] if n in directions else v for n, v in theta.items()})
         model.to(memory_format=torch.channels_last)
-        loss, _ = evaluate(model, data.test_x, data.test_y, config.precision, config.eval_batch_size, True)
+        loss, _ = evaluate(model, data.test_x, data.test_y, "fp32", config.eval_batch_size, True)
         assert curve["loss"][k] == pytest.approx(loss, rel=1e-5, abs=1e-5)
