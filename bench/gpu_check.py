@@ -201,7 +201,7 @@ def pytest_result(check: Check) -> dict:
 from gpu_check_parts import (compiled, interpolation, kernels, op_checks, smoke_study,  # noqa: E402
                              stack_equivalence, stack_throughput)
 
-NEEDS = {"environment": 1, "build": 60, "pytest": 1, "op_checks": 15, "stack_equivalence": 20, "smoke_study": 30,
+NEEDS = {"environment": 1, "build": 60, "pytest": 1, "op_checks": 15, "stack_equivalence": 20, "smoke_study": 90,
          "pytest_result": 5, "kernels": 20, "stack_throughput": 40, "interpolation": 20, "compiled": 60}
 FUNCTIONS = {"environment": environment, "build": build, "pytest": pytest_start, "op_checks": op_checks,
              "stack_equivalence": stack_equivalence, "smoke_study": smoke_study, "pytest_result": pytest_result,

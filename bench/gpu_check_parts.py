@@ -134,10 +134,17 @@ def stack_equivalence(check, modes=("loop", "grouped", "streams"), compile_=Fals
 
 
 def smoke_study(check) -> dict:
-    cmd = [sys.executable, "-m", "lthfast", "study", "--preset", "smoke", "--epochs", "1",
-           "--root", str(check.tmp / "study"), "--noreport"] + (["--dry_run"] if check.dry_run else [])
-    result = check.run(cmd, 150)
-    return {**result, **({"status": "failed"} if result["returncode"] != 0 else {})}
+    """One epoch of the smoke study, trainings stacked (the default) and one at a time, and
+    the paper-resnet20 plan grouped into stacks with its cost before and after stacking."""
+    out = {}
+    for name, extra in (("stacked", []), ("one_at_a_time", ["--stack", "1"])):
+        cmd = [sys.executable, "-m", "lthfast", "study", "--preset", "smoke", "--epochs", "1",
+               "--root", str(check.tmp / f"study_{name}"), "--noreport", *extra] + (["--dry-run"] if check.dry_run else [])
+        out[name] = check.run(cmd, 120)
+    out["paper_plan"] = check.run([sys.executable, "-m", "lthfast", "study", "--preset", "paper-resnet20",
+                                   "--root", str(check.tmp / "paper"), "--dry-run"], 120)
+    failed = any(r["returncode"] != 0 for r in out.values())
+    return {**out, **({"status": "failed"} if failed else {})}
 
 
 def kernels(check) -> dict:

@@ -19,11 +19,14 @@ from lthfast.config import ImpConfig, TrainConfig
 from lthfast.data import load_dataset
 from lthfast.errors import Interrupted, LthError
 from lthfast.flags import build, parse_list, with_flags
+from lthfast.executors import Execution
+from lthfast.hardware import resolve_device
 from lthfast.imp import ImpRun
 from lthfast.models import prunable_count
 from lthfast.power import table as power_table, text as power_text
 from lthfast.pruning import check_levels
 from lthfast.settings import integer, number
+from lthfast.stack_auto import stack_capacity
 from lthfast.trainer import train_run
 
 
@@ -42,8 +45,8 @@ def train(root: str | None = None, progress: bool | None = None, **flags):
 
 
 @with_flags(ImpConfig, TrainConfig)
-def imp(strategy: str = "imp", levels: int = 12, sparsities=None, root: str | None = None,
-        progress: bool | None = None, **flags):
+def imp(strategy: str = "imp", levels: int = 12, sparsities=None, stack: int | None = None, stack_mode: str = "auto",
+        root: str | None = None, progress: bool | None = None, **flags):
     """Train the chain of pruned networks of one strategy (STUDY.md); prints the run folder.
 
     Level 0 (the dense network and its rewind point, iteration --rewind-iter: default 2000
@@ -54,6 +57,8 @@ def imp(strategy: str = "imp", levels: int = 12, sparsities=None, root: str | No
         strategy: imp, oneshot, finetune, reinit, random-prune, prune-large or finetune-chain (Renda et al.'s chained fine-tuning).
         levels: pruning levels after the dense level 0 (density (1-PRUNE_FRACTION)^k at level k).
         sparsities: oneshot/reinit only: comma-separated fractions of prunable weights to remove, e.g. 0.5,0.8 (default: imp's levels).
+        stack: levels that can train at once (oneshot's, finetune's, reinit's) train together, at most this many (default: as many as the device's free memory holds).
+        stack_mode: auto (measured), loop, grouped, streams or graph (CUDA).
         root: folder of runs (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
         progress: show a progress bar (default: when stderr is a terminal).
     """
@@ -77,7 +82,9 @@ def imp(strategy: str = "imp", levels: int = 12, sparsities=None, root: str | No
     t = config.train
     run = ImpRun(config, root or store.default_root(), load_dataset(t.data, t.data_dir, t.train_subset, t.subset_seed),
                  progress=progress)
-    run.chain(strategy, levels, densities)
+    execution = Execution(stack=stack, stack_mode=stack_mode)
+    run.chain(strategy, levels, densities, stack=execution.stack or stack_capacity(t, resolve_device(t.device)),
+              mode=execution.stack_mode)
     print(run.dir)
 
 

@@ -2,11 +2,12 @@
 flag (lthfast.flags) whose default is the preset's; the help lists each preset's value."""
 from __future__ import annotations
 
-from lthfast.flags import values, with_flags
+from lthfast.executors import Execution, execute, plan_text
+from lthfast.flags import build, values, with_flags
 from lthfast.report import write_report
 from lthfast.store import Store
 from lthfast.calibration import Calibration
-from lthfast.study import Study, dry_run_text
+from lthfast.study import Study
 from lthfast.study_config import PRESETS, StudyConfig, preset_config
 
 
@@ -21,7 +22,9 @@ def _preset_values(field) -> str:
     return f"{field.metadata['setting']['help']} ({where})."
 
 
-@with_flags(StudyConfig, defaults={f: None for f in StudyConfig.__dataclass_fields__}, help_for=_preset_values)
+@with_flags(StudyConfig, Execution, defaults={f: None for f in StudyConfig.__dataclass_fields__},
+            help_for=lambda field: _preset_values(field) if field.name in StudyConfig.__dataclass_fields__ else
+            field.metadata["setting"]["help"])
 def study(preset: str = "cpu", root: str | None = None, dry_run: bool = False, report: bool = True,
           progress: bool = False, **flags):
     """Run the whole study of STUDY.md: every training and analysis, in dependency order,
@@ -38,14 +41,15 @@ def study(preset: str = "cpu", root: str | None = None, dry_run: bool = False, r
         progress: show a progress bar inside each training.
     """
     config = preset_config(preset, **values(StudyConfig, flags, keep_none=False))
+    execution = build(Execution, flags)
     root = Store(root).root
     plan_study = Study(config, root, Calibration.load_or_measure(config), progress=progress)
     jobs = plan_study.plan()
     if dry_run:
-        print(dry_run_text(plan_study, jobs))
+        print(plan_text(plan_study, jobs, execution))
         return
     plan_study.save_config()
-    plan_study.execute(jobs)
+    execute(plan_study, jobs, execution)
     if report:
         print(write_report(root))
 

@@ -33,7 +33,9 @@ def with_flags(*classes, defaults: dict | None = None, skip: tuple = (), help_fo
                     continue
                 names.add(field.name)
                 default = (defaults or {}).get(field.name, field.default)
-                extra.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default))
+                annotation = bool if meta["kind"] == "bool" else inspect.Parameter.empty  # --flag / --noflag
+                extra.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                               annotation=annotation))
                 helps.append(f"        {field.name}: {help_for(field) if help_for else meta['help']}")
         command.__signature__ = inspect.Signature(own + extra)
         command.__doc__ = "\n".join([command.__doc__.rstrip()] + ([more] if more else []) + helps) + "\n"

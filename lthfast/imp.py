@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from lthfast import pruning, strategies
@@ -26,7 +27,8 @@ from lthfast.models import create_model, prunable_names
 from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
 from lthfast.store import Level, Store, readable
 from lthfast.strategies import StartContext
-from lthfast.trainer import build_model, train, use_channels_last
+from lthfast.stack import TrainJob, train_stack
+from lthfast.trainer import build_model, use_channels_last
 
 
 class ImpRun:
@@ -60,32 +62,55 @@ class ImpRun:
     # ------------------------------------------------------------------ levels
     def dense(self) -> Path:
         """Level 0: the dense network, with its rewind checkpoint."""
-        files = self.run.level("imp", 0)
-        if self._finished(files):
-            return files.folder
-        metrics = train(self.config.train, files.folder, self.data, progress=self.progress,
-                        on_iteration=self.on_iteration)
-        mask = pruning.dense_mask(load_checkpoint(files.final), self.dense_names)
-        atomic_torch_save(pruning.pack(mask), files.mask)
-        self._finish_level(files, "imp", 0, mask, metrics, baseline=None)
-        return files.folder
+        return self.level("imp", 0)
 
     def level(self, strategy: str, level: int, density: float | None = None) -> Path:
-        """Train (or find) level `level` of `strategy`; `density` only for strategies that may
-        train at densities of their own (default: imp's density at that level)."""
+        """Train (or find) level `level` of `strategy`, and first the levels it prunes from;
+        `density` only for strategies that may train at densities of their own (default:
+        imp's density at that level)."""
+        if level > 0:
+            entry = strategies.get(strategy)
+            self.dense() if density is not None else self.level(*entry.parent_of(level))
+        train_together([(self, strategy, level, density)], stack=1, mode="loop")
+        return self.run.level_dir(strategy, level, density)
+
+    def chain(self, strategy: str, levels: int, densities: list[float] | None = None, stack: int = 1,
+              mode: str = "auto") -> list[Path]:
+        """Every level 0..levels of `strategy` (or, where the strategy allows, at `densities`),
+        in waves: the levels whose parents are finished train together, up to `stack` a stack
+        (oneshot's levels all prune the dense network; finetune's and reinit's branch off imp)."""
         entry = strategies.get(strategy)
-        if level == 0:
-            return self.dense()
-        if density is not None and not entry.own_densities:
-            raise LthError(f"--sparsities applies to oneshot and reinit, not {strategy}")
+        if densities is not None and entry.own_densities:
+            targets = [(strategy, k, d) for k, d in enumerate(densities, start=1)]
+        else:
+            targets = [(strategy, k, None) for k in range(1, levels + 1)]
+        self.dense()
+        for s, k, _ in targets:  # the chains these levels branch off (imp's, for finetune and reinit)
+            if k > 1 and entry.parent == "imp" and strategy != "imp":
+                self.level("imp", k - 1)
+        # _finished: damaged files set aside, and a finished level listed in the index if a kill lost its line
+        while pending := [(s, k, d) for s, k, d in targets if not self._finished(self.run.level(s, k, d))]:
+            ready = [(self, s, k, d) for s, k, d in pending if d is not None or k == 1 or entry.parent != "own"
+                     or self.run.level(s, k - 1).finished()]
+            train_together(ready, stack, mode)
+        return [self.run.level_dir("imp", 0)] + [self.run.level_dir(s, k, d) for s, k, d in targets]
+
+    def prepare(self, strategy: str, level: int, density: float | None = None) -> "Prepared | None":
+        """Everything a level needs before its training, its parent being finished: the mask,
+        the evaluated baseline and the start (strategies table); None if the level is finished."""
         files = self.run.level(strategy, level, density)
         if self._finished(files):
-            return files.folder
-        parent_dir = self.dense() if density is not None else self.level(*entry.parent_of(level))
+            return None
         timer = _PhaseTimer()
+        if level == 0:
+            return Prepared(self, "imp", 0, files, None, None, timer, TrainJob(self.config.train, files.folder))
+        entry = strategies.get(strategy)
+        parent_files = self.run.level("imp", 0) if density is not None else self.run.level(*entry.parent_of(level))
+        if not parent_files.finished():
+            raise LthError(f"{strategy}:{level} prunes {parent_files.folder}, which is not finished")
         with timer("prune"):
-            parent = load_checkpoint(Level(parent_dir).final)
-            mask = self._mask(entry, level, files, Level(parent_dir), parent, density)
+            parent = load_checkpoint(parent_files.final)
+            mask = self._mask(entry, level, files, parent_files, parent, density)
             baseline_weights = pruning.apply_mask_to_weights(parent, mask)
         with timer("baseline_eval"):
             baseline = self._baseline(files, baseline_weights)
@@ -97,19 +122,17 @@ class ImpRun:
             context = StartContext(level, self.config.train.seed, config.model, config.width, baseline_weights,
                                    lambda: load_checkpoint(self.run.level("imp", 0).rewind))
             start = entry.weights(context)
-        metrics = train(config, files.folder, self.data, mask=mask, initial_weights=start,
-                        start_iteration=entry.start_iteration(self.config.train.rewind_iter),
-                        progress=self.progress, on_iteration=self.on_iteration)
-        self._finish_level(files, strategy, level, mask, metrics, baseline, timer)
-        return files.folder
+        job = TrainJob(config, files.folder, mask, start, entry.start_iteration(self.config.train.rewind_iter))
+        return Prepared(self, strategy, level, files, mask, baseline, timer, job)
 
-    def chain(self, strategy: str, levels: int, densities: list[float] | None = None) -> list[Path]:
-        """Every level 0..levels of `strategy` (or, where the strategy allows, at `densities`)."""
-        entry = strategies.get(strategy)
-        folders = [self.dense()]
-        if densities is not None and entry.own_densities:
-            return folders + [self.level(strategy, k, density=d) for k, d in enumerate(densities, start=1)]
-        return folders + [self.level(strategy, k) for k in range(1, levels + 1)]
+    def finish(self, prepared: "Prepared", metrics: dict) -> None:
+        """level.json and the index line of a trained level (level 0: its dense mask too)."""
+        mask = prepared.mask
+        if prepared.level == 0:
+            mask = pruning.dense_mask(load_checkpoint(prepared.files.final), self.dense_names)
+            atomic_torch_save(pruning.pack(mask), prepared.files.mask)
+        self._finish_level(prepared.files, prepared.strategy, prepared.level, mask, metrics, prepared.baseline,
+                           prepared.timer)
 
     # ------------------------------------------------------------------ pieces
     def _mask(self, entry: strategies.Strategy, level: int, files: Level, parent_files: Level, parent: dict,
@@ -221,3 +244,37 @@ class _PhaseTimer:
             yield
         finally:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class Prepared:
+    """A level ready to train: its run, files, mask, evaluated baseline, timings and job."""
+    run: ImpRun
+    strategy: str
+    level: int
+    files: Level
+    mask: pruning.Mask | None
+    baseline: dict | None
+    timer: _PhaseTimer
+    job: TrainJob
+
+
+def train_together(levels: list[tuple], stack: int, mode: str = "auto", compile: bool | str = False) -> None:
+    """Train the levels (ImpRun, strategy, level, density), whose parents are finished, in
+    stacks of at most `stack` trainings (lthfast.stack; across strategies, chains and seeds
+    of one dataset and recipe), then record each level. A level another process finishes
+    first, or that is finished already, is skipped."""
+    prepared = [p for run, strategy, level, density in levels if (p := run.prepare(strategy, level, density))]
+    # Members at the same place in their epochs share full batches (grouped mode runs those steps as one).
+    prepared.sort(key=lambda p: (p.job.start_iteration, str(p.files.folder)))
+    for start in range(0, len(prepared), max(1, stack)):
+        chunk = prepared[start:start + max(1, stack)]
+        first = chunk[0].run
+
+        def hook(index, iteration, chunk=chunk):
+            if chunk[index].run.on_iteration is not None:
+                chunk[index].run.on_iteration(iteration)
+        metrics = train_stack([p.job for p in chunk], first.data, mode=mode if len(chunk) > 1 else "loop",
+                              compile=compile, progress=first.progress, on_iteration=hook)
+        for p, m in zip(chunk, metrics):
+            p.run.finish(p, m)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import time
 
@@ -28,7 +29,7 @@ from lthfast import ops
 from lthfast.config import TrainConfig
 from lthfast.data import default_cache_dir, normalize
 from lthfast.hardware import device_name
-from lthfast.models import prunable_names
+from lthfast.models import BYTES_PER_PARAMETER, prunable_names
 from lthfast.optim import StackedMaskedSGD
 from lthfast.stack_engines import make_engine
 from lthfast.stack_member import build_model, place_mask, use_channels_last
@@ -117,3 +118,37 @@ def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - start) / max(1, steps)
+
+
+def stack_seconds(config: TrainConfig, k: int, device: torch.device) -> tuple[str, float]:
+    """(mode, seconds per stack step) of a stack of `k` trainings of `config`'s shape, as
+    `auto` measured it (measuring now if no stack of that shape was measured yet)."""
+    mode = choose_mode(config, k, device)
+    if k == 1:
+        return mode, time_steps(stack_steps(config, 1, "loop", device), MEASURE_STEPS, MEASURE_WARMUP, device)
+    cache = json.loads((default_cache_dir() / "stack_modes.json").read_text())
+    return mode, cache[cache_key(config, k, device)]["seconds_per_step"][mode]
+
+
+def stack_capacity(config: TrainConfig, device: torch.device, fraction: float = 0.7) -> int:
+    """How many trainings of `config`'s shape fit together in `fraction` of the device's free
+    memory, computed: each needs its weights, gradients, momentum and mask (16 bytes a
+    parameter, lthfast.models.BYTES_PER_PARAMETER) and its activations, counted by one
+    forward pass of batch 1 (every module's output, kept for the backward pass, and as much
+    again for its gradient), times the batch size."""
+    model = build_model(config, torch.device("cpu"))
+    elements = [0]
+    hooks = [m.register_forward_hook(lambda mod, inputs, out: elements.__setitem__(0, elements[0] + out.numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    bytes_per_value = 2 if config.precision == "bf16" else 4
+    per_member = BYTES_PER_PARAMETER * sum(p.numel() for p in model.parameters()) \
+        + 2 * elements[0] * bytes_per_value * config.batch_size
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return max(1, int(fraction * free // per_member))

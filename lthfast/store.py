@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lthfast import pruning, strategies
+from lthfast import claims, pruning, strategies
 from lthfast.config import ImpConfig, TrainConfig
 from lthfast.errors import LthError
 from lthfast.storage import atomic_write_json, atomic_write_text, load_checkpoint, read_json
@@ -325,14 +325,16 @@ class Store:
     def append_index(self, record: dict) -> None:
         """Append a finished level to the index (once: a re-run does not duplicate it)."""
         key = (record["run"], record["strategy"], record["folder"])
-        if any((r["run"], r["strategy"], r["folder"]) == key for r in self.read_index(warn=False)):
-            return
         line = json.dumps({k: v for k, v in record.items() if k != "layer_density"}, sort_keys=True)
-        torn = self.index.exists() and self.index.stat().st_size > 0 and not self.index.read_bytes().endswith(b"\n")
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.index, "a") as f:
-            f.write(("\n" if torn else "") + line + "\n")
-            f.flush()
+        with claims.exclusive(self.index):  # many writers: no line lost, torn or written twice
+            if any((r["run"], r["strategy"], r["folder"]) == key for r in self.read_index(warn=False)):
+                return
+            torn = self.index.exists() and self.index.stat().st_size > 0 and \
+                not self.index.read_bytes().endswith(b"\n")
+            with open(self.index, "a") as f:
+                f.write(("\n" if torn else "") + line + "\n")
+                f.flush()
 
     def read_index(self, warn: bool = True) -> list[dict]:
         """The index's records. The index is derived data (level.json holds the same): a damaged
@@ -374,7 +376,8 @@ class Store:
                         records.append(files.read_record())
         lines = "".join(json.dumps({k: v for k, v in r.items() if k != "layer_density"}, sort_keys=True) + "\n"
                         for r in records)
-        atomic_write_text(lines, self.index)
+        with claims.exclusive(self.index):
+            atomic_write_text(lines, self.index)
         return {"moved": moved, "levels": len(records)}
 
     def summary_table(self) -> str:

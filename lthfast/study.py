@@ -18,20 +18,26 @@ from typing import Callable
 from lthfast import analysis, claims, geometry, signals, store, strategies, sublevel
 from lthfast.data import load_dataset
 from lthfast.errors import Interrupted
-from lthfast.imp import ImpRun
-from lthfast.storage import atomic_write_json
+from lthfast.imp import ImpRun, train_together
 from lthfast.calibration import Calibration
+from lthfast.storage import atomic_write_json
 from lthfast.study_config import StudyConfig
 
 
 @dataclass
 class Job:
-    key: str  # unique, readable: "seed0/R40/train imp:2"
+    key: str  # unique in the study, readable: "seed0/R40/train imp:2"
     kind: str  # train or an analysis name
     deps: list[str]
-    cost: float  # estimated seconds (calibrated on the device)
+    cost: float  # estimated seconds of one network alone (calibrated on the device)
     done: Callable[[], bool]
-    run: Callable[[], object]
+    run: Callable[[], object]  # an analysis; trainings run in stacks (Study.run_batch)
+    claim: str = ""  # unique in the root: the run folder and what the job makes (lthfast.claims)
+    seed: int = 0
+    rewind: int = 0
+    strategy: str | None = None  # trainings: what they train
+    level: int | None = None
+    steps: int = 0  # trainings: steps of the schedule they run
 
 
 class Study:
@@ -44,6 +50,8 @@ class Study:
         self.root = self.store.root
         self.calibration = calibration
         self.progress = progress
+        self.stack, self.stack_mode = 1, "auto"  # trainings a stack, and how (lthfast.executors sets them)
+        self._imp_runs = {}
 
     # --------------------------------------------------------------- data and runs
     @property
@@ -54,7 +62,10 @@ class Study:
         return self._data
 
     def imp_run(self, seed: int, rewind: int) -> ImpRun:
-        return ImpRun(self.config.imp_config(seed, rewind), self.root, self.data, progress=self.progress)
+        if (seed, rewind) not in self._imp_runs:
+            self._imp_runs[seed, rewind] = ImpRun(self.config.imp_config(seed, rewind), self.root, self.data,
+                                                  progress=self.progress)
+        return self._imp_runs[seed, rewind]
 
     def run_folder(self, seed: int, rewind: int) -> Path:
         return self.store.run_folder(self.config.imp_config(seed, rewind))
@@ -90,15 +101,19 @@ class Study:
         def done(strategy, level):
             return run.level(strategy, level).finished
 
-        jobs = [Job(f"{prefix}/train imp:0", "train", [], cost(total_steps), done("imp", 0),
-                    lambda: self.imp_run(seed, rewind).dense())]
+        def train(strategy, level, deps, steps):
+            job = Job(f"{prefix}/train {strategy}:{level}", "train", deps, cost(steps), done(strategy, level),
+                      lambda: None, f"{run.folder.name}/{strategy}/{level}", seed, rewind, strategy, level, steps)
+            job.run = lambda: self.run_batch([job])
+            return job
+
+        jobs = [train("imp", 0, [], total_steps)]
         for name in c.strategies_at(rewind):
             entry = strategies.get(name)
             for level in range(1, c.levels + 1):
                 parent, k = entry.parent_of(level)
-                jobs.append(Job(f"{prefix}/train {name}:{level}", "train", [f"{prefix}/train {parent}:{k}"],
-                                cost(total_steps - entry.start_iteration(rewind)), done(name, level),
-                                lambda s=name, k=level: self.imp_run(seed, rewind).level(s, k)))
+                jobs.append(train(name, level, [f"{prefix}/train {parent}:{k}"],
+                                  total_steps - entry.start_iteration(rewind)))
         return jobs
 
     def _analysis_jobs(self, seed: int, rewind: int) -> list[Job]:
@@ -133,14 +148,17 @@ class Study:
                 jobs.append(job("volume", (f"imp:{k}",), [trained("imp", k)]))
                 if c.sharpness_levels is None or k in {j % (c.levels + 1) for j in c.sharpness_levels}:
                     jobs.append(job("sharpness", (f"imp:{k}",), [trained("imp", k)]))
-        trainings = [j.key for j in self._training_jobs(seed, rewind)]
+        # Matching (and so eps) uses every seed's dense network: the table waits for all of them.
+        trainings = [j.key for j in self._training_jobs(seed, rewind)] + \
+            [f"{self._prefix(s, rewind)}/train imp:0" for s in c.seeds if s != seed]
 
         def sublevel_done():
             run = store.Run(self.run_folder(seed, rewind), c.imp_config(seed, rewind))
             return run.result_path("sublevel", ["run"], sublevel.settings_of(run, None, c.eps_margin)).exists()
 
         jobs.append(Job(f"{prefix}/sublevel", "sublevel", trainings, 1.0, sublevel_done,
-                        lambda: sublevel.table(self.analysis_run(seed, rewind), eps_margin=c.eps_margin)))
+                        lambda: sublevel.table(self.analysis_run(seed, rewind), eps_margin=c.eps_margin),
+                        f"{self.run_folder(seed, rewind).name}/sublevel", seed, rewind))
         return jobs
 
     def _analysis_job(self, seed, rewind, what, specs, deps, cost) -> Job:
@@ -162,37 +180,22 @@ class Study:
             return geometry.sharpness(run, solutions[0], c.sharpness_settings())
 
         return Job(f"{self._prefix(seed, rewind)}/{what} {' -> '.join(specs)}", what, deps, cost, path.exists,
-                   compute)
+                   compute, f"{stored.folder.name}/{path.stem}", seed, rewind)
 
     # --------------------------------------------------------------- run
     def save_config(self) -> None:
         atomic_write_json(self.config.to_dict(), self.store.study_config)
 
-    def execute(self, jobs: list[Job], out=sys.stderr) -> None:
-        """Run the jobs not done yet, in the plan's (dependency) order, with a progress line per job.
-        A signal stops the study after the running job (a training saves its checkpoint first)."""
-        with signals.deferred(), claims.working(self.root, f"study ({len(jobs)} jobs)"):
-            pending = [j for j in jobs if not j.done()]
-            done_before = len(jobs) - len(pending)
-            print(f"study: {len(jobs)} jobs, {done_before} already stored, {len(pending)} to run "
-                  f"(estimated {duration(sum(j.cost for j in pending))})", file=out, flush=True)
-            spent, estimated_done = 0.0, 0.0
-            for i, job in enumerate(pending, start=1):
-                if signals.stop_requested():
-                    raise Interrupted(f"stopped before {job.key} ({signals.stop_requested()}); "
-                                      "run the same command to continue")
-                start = time.perf_counter()
+    def run_batch(self, jobs: list[Job]) -> None:
+        """Run a batch: trainings together in stacks of at most self.stack (their parents
+        finished), or analyses one after another."""
+        trainings = [j for j in jobs if j.kind == "train"]
+        if trainings:
+            train_together([(self.imp_run(j.seed, j.rewind), j.strategy, j.level, None) for j in trainings],
+                           self.stack, self.stack_mode)
+        for job in jobs:
+            if job.kind != "train":
                 job.run()
-                seconds = time.perf_counter() - start
-                spent += seconds
-                estimated_done += job.cost
-                left = sum(j.cost for j in pending[i:])
-                pace = spent / estimated_done if estimated_done > 0 else 1.0  # measured / estimated so far
-                print(f"[{done_before + i}/{len(jobs)}] {job.key}: {seconds:.1f} s; {len(pending) - i} left, "
-                      f"about {duration(left * pace)} to go", file=out, flush=True)
-            if signals.stop_requested():
-                raise Interrupted(f"stopped after the last job ({signals.stop_requested()}); "
-                                  "run the same command to write the report")
 
 
 def _dependency_order(jobs: list[Job]) -> list[Job]:
@@ -222,27 +225,3 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def dry_run_text(study: Study, jobs: list[Job]) -> str:
-    """The plan: one line per job with its state and estimated cost, and totals per kind."""
-    lines = []
-    for job in jobs:
-        state = "stored" if job.done() else "to run"
-        lines.append(f"{job.key:60s} {state:7s} ~{duration(job.cost):>12s}")
-    pending = [j for j in jobs if not j.done()]
-    kinds = {}
-    for job in pending:
-        count, cost = kinds.get(job.kind, (0, 0.0))
-        kinds[job.kind] = (count + 1, cost + job.cost)
-    cal = study.calibration
-    lines.append("")
-    lines.append(f"{len(jobs)} jobs, {len(pending)} to run, estimated {duration(sum(j.cost for j in pending))} "
-                 f"on this device")
-    lines += [f"  {kind:12s} {count:5d} jobs  ~{duration(cost)}" for kind, (count, cost) in kinds.items()]
-    if cal:
-        lines.append(f"(calibration on {cal.device}, {cal.measured}: {cal.train_step * 1e3:.1f} ms per training step "
-                     f"(spread {cal.spread['train_step']:.0%}), {cal.eval_image * 1e6:.0f} us per evaluated image "
-                     f"({cal.spread['eval']:.0%}), {cal.hvp_image * 1e6:.0f} us per Hessian-vector-product image "
-                     f"({cal.spread['hvp']:.0%}){'; MEASURED WHILE BUSY' if cal.busy else ''})")
-    return "\n".join(lines)

@@ -156,13 +156,14 @@ PRESETS = {
     "paper-resnet20": dict(model="resnet20"),
     "paper-vgg16": dict(model="vgg16"),
     # A 2-core CPU in under an hour: ResNet-20 on a 5,000-image class-balanced subset, 4 epochs,
-    # 3 levels (density 0.51), one seed (noise from the evaluations' sample sizes), sharpness (a
-    # Hessian-vector product over 4,096 images costs about a minute here) at the first and last level.
+    # 3 levels (density 0.51), one seed: too little to decide a finding (one seed has no noise
+    # estimate), a quick check of the whole path. No sharpness: a Hessian-vector product over
+    # STUDY.md's 4,096 images costs about a minute here, it cost 26% of this preset's time and
+    # no finding's test uses it (`python -m lthfast analyze sharpness` computes it on demand).
     "cpu": dict(model="resnet20", train_subset=5000, epochs=4, milestones=(3,), levels=3, seeds=(0,),
                 rewind_iter=40, eval_train_images=1000, eval_test_images=2000, bn_batches=8,
                 curve_points=9, curve_train_images=1000, curve_test_images=1000,
-                volume_directions=8, volume_train_images=500, volume_bisections=6,
-                sharpness_images=4096, sharpness_products=30, sharpness_trace_samples=2, sharpness_levels=(0, -1)),
+                volume_directions=8, volume_train_images=500, volume_bisections=6, sharpness_levels=()),
     # Synthetic data and a tiny ResNet: every job of the study in minutes, for tests.
     "smoke": dict(model="resnet8", width=8, data="synthetic", train_subset=128, epochs=2, batch_size=32,
                   milestones=(1,), levels=2, seeds=(0, 1), rewind_iter=2, eval_train_images=128,

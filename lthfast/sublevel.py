@@ -32,8 +32,12 @@ def matching(run: Run) -> dict:
 
 
 def settings_of(run: Run, eps: float | None, eps_margin: float) -> dict:
-    """The cache key of a sublevel table: its settings and the finished levels it covers."""
-    return {"eps": eps, "eps_margin": eps_margin, "levels": {s: run.levels(s) for s in strategies.STRATEGIES}}
+    """The cache key of a sublevel table: its settings, the finished levels it covers and,
+    when matching has two seeds or more to use, which seeds (their dense networks set eps):
+    the table is computed again when another seed's run arrives beside this one."""
+    key = {"eps": eps, "eps_margin": eps_margin, "levels": {s: run.levels(s) for s in strategies.STRATEGIES}}
+    seeds = sorted(r.config.train.seed for r in run.seed_runs() if r.level("imp", 0).finished())
+    return {**key, "matching_seeds": seeds} if len(seeds) > 1 else key
 
 
 def table(run: Run, eps: float | None = None, eps_margin: float = 0.1, force: bool = False) -> dict:

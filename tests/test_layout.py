@@ -24,7 +24,7 @@ LAYERS = [
     ["stack_member", "stack_engines", "stack_auto", "stack", "trainer", "landscape", "hessian", "volume"],
     ["imp", "analysis", "calibration"],
     ["geometry", "sublevel"],
-    ["study_config", "results", "findings", "figures", "report", "study", "power"],
+    ["study_config", "results", "findings", "figures", "report", "study", "power", "executors"],
     ["flags", "cli_analyze", "cli_study", "cli", "__main__", "__init__"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

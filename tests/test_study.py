@@ -11,6 +11,7 @@ import time
 import pytest
 
 from lthfast.errors import LthError
+from lthfast.executors import Execution, execute
 from lthfast.report import write_report
 from lthfast.stats import CANNOT_TELL, DOES_NOT, NOT_MEASURED, SUPPORTS
 from lthfast.study import Study
@@ -26,7 +27,7 @@ SECTIONS = ["## Summary", "## Findings", "## Results at R = 2", "**Accuracy agai
 def run_study(root, **overrides):
     study = Study(preset_config("smoke", **overrides), root)
     study.save_config()
-    study.execute(study.plan())
+    execute(study, study.plan(), Execution(stack_mode="loop"))  # loop: bit-identical however stacked
     return write_report(root)
 
 
@@ -136,7 +137,7 @@ def test_a_study_stopped_in_the_middle_and_started_again_ends_the_same(smoke, tm
     reference_root, _ = smoke
     root = tmp_path / "stopped"
     command = [sys.executable, "-m", "lthfast", "study", "--preset", "smoke", "--seeds", "0", "--root", str(root),
-               "--noreport"]
+               "--noreport", "--stack-mode", "loop"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # stop it once a few levels are stored
@@ -151,10 +152,15 @@ def test_a_study_stopped_in_the_middle_and_started_again_ends_the_same(smoke, tm
     report = run_study(root, seeds=(0,))
     assert report.exists()
     got, expected = stored_numbers(root), stored_numbers(reference_root)
-    sublevel = [k for k in got if "/sublevel/" in k]  # its cache key holds the levels; equal here too
+    sublevel = [k for k in got if "/sublevel/" in k]
     assert len(got) > 40 and sublevel
     for key, value in got.items():
-        assert value == expected[key], key
+        if key in sublevel:  # one seed: matching (and so eps) had no other seed's dense network to use
+            assert "one seed" in value["eps_rule"] and key not in expected, key
+        elif "/sharpness/" in key:  # ARPACK keeps a random state across calls in a process: ~1e-9 apart
+            assert value == pytest.approx(expected[key], rel=1e-6), key
+        else:
+            assert value == expected[key], key
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
@@ -195,7 +201,9 @@ def test_presets_cover_the_study_and_flags_override_them():
     assert preset_config("paper-vgg16").rewind_iter == 1000
     cpu = preset_config("cpu", levels=2)
     assert cpu.levels == 2 and cpu.train_subset == 5000
-    sharpness = [j.key for j in Study(cpu, "/nonexistent").plan() if j.kind == "sharpness"]
+    assert not [j for j in Study(cpu, "/nonexistent").plan() if j.kind == "sharpness"]  # issue 14: none on a CPU
+    chosen = preset_config("cpu", levels=2, sharpness_levels=(0, -1))
+    sharpness = [j.key for j in Study(chosen, "/nonexistent").plan() if j.kind == "sharpness"]
     assert sharpness == ["seed0/R40/sharpness imp:0", "seed0/R40/sharpness imp:2"]  # first and last level
     with pytest.raises(LthError, match="--sharpness-images"):  # issue 12: the flag as typed
         preset_config("cpu", sharpness_images=0)
