@@ -2,7 +2,9 @@
 for the GPU. (Scripts run as `python bench/<name>.py`, so this imports as `common`.)"""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -19,3 +21,17 @@ def timed(fn, calls: int, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / calls
+
+
+def save(results: dict, out: str) -> None:
+    """Write the results as JSON (folders made as needed) and say where."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2))
+    print(f"results written to {out}")
+
+
+def run(main) -> None:
+    """A bench script's command line (Fire)."""
+    import fire  # only when run as a script
+
+    fire.Fire(main)

@@ -25,15 +25,13 @@ Methods are interleaved in each repeat; medians over repeats of --calls calls ea
 from __future__ import annotations
 
 import functools
-import json
 import math
 import statistics
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import device_name, timed
+from common import device_name, run, save, timed
 from lthfast import ops
 from lthfast.kernels.backends import cpp_ops, cuda_ops, triton_available
 from lthfast.models import create_model, prunable_names
@@ -109,12 +107,8 @@ def main(models: str = "resnet20,vgg16", repeats: int = 7, calls: int = 0, devic
         print(f"  {'method':14s} {'ms':>9s}  {'x faster than kthvalue':>22s}")
         for name, r in rows.items():
             print(f"  {name:14s} {r['ms']:9.2f}  {r['kthvalue_over_this']:21.2f}x")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(results, indent=2))
-    print(f"\nresults written to {out}")
+    save(results, out)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    run(main)

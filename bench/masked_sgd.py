@@ -28,14 +28,12 @@ On a CPU shared with another busy process, every multi-threaded op waits for a t
 from __future__ import annotations
 
 import functools
-import json
 import math
 import statistics
-from pathlib import Path
 
 import torch
 
-from common import device_name, timed
+from common import device_name, run, save, timed
 from lthfast import ops
 from lthfast.kernels.backends import cpp_ops, cuda_ops, triton_available
 from lthfast.models import create_model, prunable_names
@@ -151,12 +149,8 @@ def main(models: str = "resnet20,vgg16", repeats: int = 7, steps: int = 0, devic
         for name, r in rows.items():
             ratio = f"{r['speedup_vs_baseline']:9.2f}x" if name != "copy" else " " * 10
             print(f"  {name:10s} {r['ms_per_step']:9.3f} {ratio} {r['gb_per_s']:7.1f} {r['percent_of_copy']:6.0f}%")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(results, indent=2))
-    print(f"\nresults written to {out}")
+    save(results, out)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    run(main)

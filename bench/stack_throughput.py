@@ -22,13 +22,11 @@ Configurations are interleaved in each repeat; medians over repeats of --steps s
 """
 from __future__ import annotations
 
-import json
 import statistics
-from pathlib import Path
 
 import torch
 
-from common import device_name
+from common import device_name, run, save
 from lthfast.config import TrainConfig
 from lthfast.stack_auto import choose_mode, stack_steps, time_steps
 from lthfast.stack_engines import CUDA_MODES
@@ -99,12 +97,8 @@ def main(ks="1,2,4,8", model: str = "resnet20", width: int | None = None, batch_
     slower = [k for k, rows in results["ks"].items() if "auto" in rows and rows["auto"]["speedup_vs_separate"] < 1]
     if slower:
         print(f"auto was slower than separate runs at K = {', '.join(map(str, slower))} (target: never)")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(results, indent=2))
-    print(f"results written to {out}")
+    save(results, out)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    run(main)

@@ -26,7 +26,6 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -35,7 +34,6 @@ from lthfast.errors import Interrupted, LthError
 from lthfast.hardware import resolve_device
 from lthfast.settings import setting
 from lthfast.stack_auto import stack_capacity, stack_seconds
-from lthfast.storage import read_json
 from lthfast.study import Job, Study, duration
 from lthfast.study_config import StudyConfig
 
@@ -243,7 +241,8 @@ def execute(study: Study, jobs: list[Job], execution: Execution | None = None, o
     order = [j.key for j in jobs]
     with signals.deferred(), claims.working(study.root, f"study ({len(jobs)} jobs)"):
         pending = {j.key for j in jobs if not j.done()}
-        study.stack, study.stack_mode = stack_size(study, execution), execution.stack_mode
+        execution = dataclasses.replace(execution, stack=stack_size(study, execution))  # workers get it resolved
+        study.stack, study.stack_mode = execution.stack, execution.stack_mode
         executor = EXECUTORS[execution.executor](study, execution)
         estimated = sum(by_key[k].cost for k in pending)
         print(f"study: {len(jobs)} jobs, {len(jobs) - len(pending)} already stored, {len(pending)} to run "

@@ -95,6 +95,13 @@ def _needs(r: dict, *strategies) -> str | None:
     return f"not run at this rewind point: {', '.join(missing)}" if missing else None
 
 
+def _needs_escapes(r: dict) -> str | None:
+    """Why findings 4 and 7 cannot be tested at this rewind point (no fine-tuning, or no curves
+    from the baselines), or None."""
+    return _needs(r, "finetune") or (None if "finetune" in r["from_baseline"] else
+                                     "no curve from the baseline at this rewind point")
+
+
 STATEMENT_1 = ("Good minima with small volume exist; they generalize well but SGD does not find them directly. "
                "IMP exposes them by removing bad dimensions.")
 TEST_1 = ("(a) the mean basin radius of the IMP minimum along random directions falls from level 0 to the deepest level "
@@ -178,19 +185,26 @@ TEST_4 = ("at every level, the test-error barrier on the line from the baseline 
           "fine-tuning's from the same baseline beyond noise.")
 
 
-def finding_4(results: dict) -> dict:
+def _from_baseline(results: dict, number: int, statement: str, text: str, level_checks) -> dict:
+    """A finding tested on the curves from each level's baseline b_k to the rewound (imp) and
+    fine-tuned solutions: level_checks(r, k, imp_curve, finetune_curve) -> checks."""
     def test(r, rewind):
-        escapes = r["from_baseline"]
-        if missing := (_needs(r, "finetune") or (None if escapes else "no curve from the baseline at this rewind point")):
+        if missing := _needs_escapes(r):
             return decide([], missing)
-        checks = []
-        for k, curve in enumerate(escapes["imp"], start=1):
-            checks.append(check(f"test-error barrier imp:{k}:baseline → imp:{k}",
-                                versus_zero(curve["barrier_test_error"]) if "barrier_test_error" in curve else MISSING))
-            checks.append(check(f"test accuracy, imp:{k} - finetune:{k}",
-                                _compare(r, "imp", "finetune", k, "test_accuracy")))
-        return decide(checks)
-    return {"number": 4, "statement": STATEMENT_4, "test": TEST_4, "per_rewind": _per_rewind(results, test)}
+        escapes = r["from_baseline"]
+        return decide([c for k, (imp, ft) in enumerate(zip(escapes["imp"], escapes["finetune"]), start=1)
+                       for c in level_checks(r, k, imp, ft)])
+    return {"number": number, "statement": statement, "test": text, "per_rewind": _per_rewind(results, test)}
+
+
+def _barrier(curve: dict) -> dict:
+    return versus_zero(curve["barrier_test_error"]) if "barrier_test_error" in curve else MISSING
+
+
+def finding_4(results: dict) -> dict:
+    return _from_baseline(results, 4, STATEMENT_4, TEST_4, lambda r, k, imp, ft: [
+        check(f"test-error barrier imp:{k}:baseline → imp:{k}", _barrier(imp)),
+        check(f"test accuracy, imp:{k} - finetune:{k}", _compare(r, "imp", "finetune", k, "test_accuracy"))])
 
 
 STATEMENT_5 = "Iterative pruning yields a sequence of good baselines; the one-shot baseline is too poor."
@@ -230,21 +244,11 @@ TEST_7 = ("at every level, the rewound solution is farther from the baseline tha
 
 
 def finding_7(results: dict) -> dict:
-    def test(r, rewind):
-        escapes = r["from_baseline"]
-        if missing := (_needs(r, "finetune") or (None if "finetune" in escapes else "no curve from the baseline")):
-            return decide([], missing)
-        checks = []
-        for k, (imp, ft) in enumerate(zip(escapes["imp"], escapes["finetune"]), start=1):
-            checks.append(check(f"relative distance from b_{k}, imp - finetune",
-                                paired_difference(imp["distance"]["relative"], ft["distance"]["relative"])))
-            checks.append(unless(f"test-error barrier imp:{k}:baseline → finetune:{k}",
-                                 versus_zero(ft["barrier_test_error"]) if "barrier_test_error" in ft else MISSING,
-                                 "above"))
-            checks.append(check(f"test accuracy, imp:{k} - finetune:{k}",
-                                _compare(r, "imp", "finetune", k, "test_accuracy")))
-        return decide(checks)
-    return {"number": 7, "statement": STATEMENT_7, "test": TEST_7, "per_rewind": _per_rewind(results, test)}
+    return _from_baseline(results, 7, STATEMENT_7, TEST_7, lambda r, k, imp, ft: [
+        check(f"relative distance from b_{k}, imp - finetune",
+              paired_difference(imp["distance"]["relative"], ft["distance"]["relative"])),
+        unless(f"test-error barrier imp:{k}:baseline → finetune:{k}", _barrier(ft), "above"),
+        check(f"test accuracy, imp:{k} - finetune:{k}", _compare(r, "imp", "finetune", k, "test_accuracy"))])
 
 
 FINDINGS = (finding_1, finding_2, finding_3, finding_4, finding_5, finding_6, finding_7)

@@ -144,6 +144,23 @@ class Solution:
         return load_checkpoint(self.weights), pruning.unpack(load_checkpoint(self.mask))
 
 
+def claim_folder(folder: Path, config, from_dict, empty: bool = False) -> None:
+    """Write the config into its run folder (named by its hash), or check that the config
+    there is the same; a damaged config.json is written again (the folder's name says which
+    config it held). empty: a folder without config.json must be empty."""
+    path = folder / "config.json"
+    if path.exists() and not readable(path):
+        warnings.warn(f"{path} was damaged and is written again (the old one is {set_aside(path).name})")
+    if path.exists():
+        if from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
+            raise LthError(f"run folder {folder} holds a run of another config; use another --root or remove that "
+                           "folder")
+    elif empty and folder.exists() and any(folder.iterdir()):
+        raise LthError(f"run folder {folder} exists without config.json; remove it or use another --root")
+    else:
+        atomic_write_json(config.to_dict(), path)
+
+
 # ----------------------------------------------------------------------------- one IMP run
 
 class Run:
@@ -171,16 +188,7 @@ class Run:
     def create(cls, root: str | Path, config: ImpConfig) -> "Run":
         """The run of `config` under `root`, its config.json written (or checked) now."""
         run = cls(Path(root).expanduser() / f"imp_{config.run_hash()}", config)
-        path = run.folder / "config.json"
-        if path.exists() and not readable(path):
-            # The folder's name is this config's hash: the config it held is this one.
-            warnings.warn(f"{path} was damaged and is written again (the old one is {set_aside(path).name})")
-        if path.exists():
-            if ImpConfig.from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
-                raise LthError(f"run folder {run.folder} holds a run of another config; "
-                               "use another --root or remove that folder")
-        else:
-            atomic_write_json(config.to_dict(), path)
+        claim_folder(run.folder, config, ImpConfig.from_dict)
         return run
 
     @property
@@ -302,17 +310,7 @@ class Store:
     def prepare_train_dir(self, config: TrainConfig) -> Level:
         """The training's folder with config.json, or a check that the one there matches."""
         folder = self.train_dir(config)
-        path = folder / "config.json"
-        if path.exists() and not readable(path):
-            warnings.warn(f"{path} was damaged and is written again (the old one is {set_aside(path).name})")
-        if path.exists():
-            if TrainConfig.from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
-                raise LthError(f"run folder {folder} holds a run of another config; "
-                               "use another --root or remove that folder")
-        elif folder.exists() and any(folder.iterdir()):
-            raise LthError(f"run folder {folder} exists without config.json; remove it or use another --root")
-        else:
-            atomic_write_json(config.to_dict(), path)
+        claim_folder(folder, config, TrainConfig.from_dict, empty=True)
         files = Level(folder, "train", rewind=config.rewind_iter is not None)
         moved = files.repair()
         if moved:

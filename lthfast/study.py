@@ -9,15 +9,12 @@ finishes the same study, and a second study in the same root reuses what it shar
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lthfast import analysis, claims, geometry, signals, store, strategies, sublevel
+from lthfast import analysis, geometry, store, strategies, sublevel
 from lthfast.data import load_dataset
-from lthfast.errors import Interrupted
 from lthfast.imp import ImpRun, train_together
 from lthfast.calibration import Calibration
 from lthfast.storage import atomic_write_json

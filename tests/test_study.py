@@ -1,7 +1,6 @@
 """The whole study from one command: the smoke preset end to end, its report, and a study
 stopped in the middle (by a signal) and started again ending with the same results."""
 import json
-import os
 import shutil
 import signal
 import subprocess

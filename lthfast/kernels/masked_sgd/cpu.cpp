@@ -30,20 +30,17 @@ inline void sgd_range(scalar_t* __restrict__ p, const scalar_t* __restrict__ g, 
   }
 }
 
-// One lr for every entry.
+// One lr for every entry: each thread updates an equal share of [0, n).
 template <typename scalar_t, bool kNesterov>
-void masked_sgd_kernel(scalar_t* __restrict__ p, const scalar_t* __restrict__ g, scalar_t* __restrict__ b,
-                       const uint8_t* __restrict__ keep, int64_t n, float lr, float momentum,
-                       float weight_decay) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float param = static_cast<float>(p[i]);
-    const float grad = static_cast<float>(g[i]) + weight_decay * param;
-    const float buf = momentum * static_cast<float>(b[i]) + grad;
-    const float step = kNesterov ? grad + momentum * buf : buf;
-    const float updated = param - lr * step;
-    p[i] = static_cast<scalar_t>(keep_or_zero<float>(updated, keep[i]));
-    b[i] = static_cast<scalar_t>(keep_or_zero<float>(buf, keep[i]));
+void masked_sgd_kernel(scalar_t* p, const scalar_t* g, scalar_t* b, const uint8_t* keep, int64_t n, float lr,
+                       float momentum, float weight_decay) {
+  const int threads = n > kParallelMin ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+    const int64_t share = (n + parts - 1) / parts;
+    sgd_range<scalar_t, kNesterov>(p, g, b, keep, std::min(n, part * share), std::min(n, (part + 1) * share), lr,
+                                   momentum, weight_decay);
   }
 }
 
