@@ -336,7 +336,7 @@ def plan_text(study: Study, jobs: list[Job], execution: Execution) -> str:
     lines += [f"  {kind:12s} {count:5d} jobs  ~{duration(cost)}" for kind, (count, cost) in kinds.items()]
     trainings = [j for j in pending if j.kind == "train"]
     if trainings and cal:
-        lines += [""] + _stacking_text(study, jobs, trainings, stack_size(study, execution))
+        lines += [""] + _stacking_text(study, jobs, trainings, stack_size(study, execution), execution.stack_mode)
     if cal:
         lines.append(f"(calibration on {cal.device}, {cal.measured}: {cal.train_step * 1e3:.1f} ms per training step "
                      f"(spread {cal.spread['train_step']:.0%}), {cal.eval_image * 1e6:.0f} us per evaluated image "
@@ -345,7 +345,7 @@ def plan_text(study: Study, jobs: list[Job], execution: Execution) -> str:
     return "\n".join(lines)
 
 
-def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: int) -> list[str]:
+def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: int, mode: str) -> list[str]:
     """Trainings per wave in stacks of at most `stack`, in network-epochs and device-hours
     before (one at a time) and after stacking (the stack's measured step time)."""
     c, cal = study.config, study.calibration
@@ -355,7 +355,7 @@ def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: i
     for job in trainings:
         by_wave.setdefault(wave_of[job.key], []).append(job)
     k = min(stack, max(len(w) for w in by_wave.values()))
-    mode, stacked = stack_seconds(c.imp_config(c.seeds[0], c.rewind_iter).train, k, resolve_device(c.device))
+    mode, stacked = stack_seconds(c.imp_config(c.seeds[0], c.rewind_iter).train, k, resolve_device(c.device), mode)
     network_epochs = sum(j.steps for j in trainings) / per_epoch
     stacks = [w[i:i + k] for w in by_wave.values() for i in range(0, len(w), k)]
     stack_epochs = sum(max(j.steps for j in s) for s in stacks) / per_epoch

@@ -120,14 +120,19 @@ def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / max(1, steps)
 
 
-def stack_seconds(config: TrainConfig, k: int, device: torch.device) -> tuple[str, float]:
-    """(mode, seconds per stack step) of a stack of `k` trainings of `config`'s shape, as
-    `auto` measured it (measuring now if no stack of that shape was measured yet)."""
-    mode = choose_mode(config, k, device)
-    if k == 1:
-        return mode, time_steps(stack_steps(config, 1, "loop", device), MEASURE_STEPS, MEASURE_WARMUP, device)
-    cache = json.loads((default_cache_dir() / "stack_modes.json").read_text())
-    return mode, cache[cache_key(config, k, device)]["seconds_per_step"][mode]
+def stack_seconds(config: TrainConfig, k: int, device: torch.device, mode: str = "auto") -> tuple[str, float]:
+    """(mode, seconds per stack step) of a stack of `k` trainings of `config`'s shape in `mode`
+    (auto: the mode it chooses, measuring now if no stack of that shape was measured yet),
+    from auto's cached timings where it has them, else timed now."""
+    mode = "loop" if k == 1 else choose_mode(config, k, device) if mode == "auto" else mode
+    path = default_cache_dir() / "stack_modes.json"
+    try:
+        timings = json.loads(path.read_text())[cache_key(config, k, device)]["seconds_per_step"]
+    except (OSError, ValueError, KeyError):
+        timings = {}
+    if mode in timings:
+        return mode, timings[mode]
+    return mode, time_steps(stack_steps(config, k, mode, device), MEASURE_STEPS, MEASURE_WARMUP, device)
 
 
 def stack_capacity(config: TrainConfig, device: torch.device, fraction: float = 0.7) -> int:

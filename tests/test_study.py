@@ -157,7 +157,17 @@ def test_a_study_stopped_in_the_middle_and_started_again_ends_the_same(smoke, tm
         if key in sublevel:  # one seed: matching (and so eps) had no other seed's dense network to use
             assert "one seed" in value["eps_rule"] and key not in expected, key
         elif "/sharpness/" in key:  # ARPACK keeps a random state across calls in a process: ~1e-9 apart
-            assert value == pytest.approx(expected[key], rel=1e-6), key
+            assert value.keys() == expected[key].keys(), key
+            for name, number in value.items():
+                want = expected[key][name]
+                if "residual" in name:  # rounding noise below the solver's tolerance (1e-3)
+                    assert abs(number - want) < 1e-4, (key, name)
+                elif name == "hessian_vector_products":  # a restart drawn from ARPACK's state may add some
+                    assert abs(number - want) <= 10, (key, name)
+                elif isinstance(number, float):
+                    assert number == pytest.approx(want, rel=1e-6), (key, name)
+                else:  # the solver's name, sizes, converged
+                    assert number == want, (key, name)
         else:
             assert value == expected[key], key
 
