@@ -83,7 +83,8 @@ def _seconds(fn, device) -> tuple[float, float]:
 def _busy_cpu_seconds() -> float | None:
     """CPU seconds all processes have used since boot (/proc/stat; None where there is none)."""
     try:
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
     except (OSError, ValueError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
@@ -134,11 +135,12 @@ def measure(train, device: torch.device) -> Calibration:
             / (cores * (time.monotonic() - start_wall))
         seen = f"other processes used {others:.0%} of the {cores} cores"
     else:  # no /proc/stat: a load above half the cores before we started
-        others, seen = load_before / cores, f"load average {load_before:.1f} on {cores} cores"
+        others, seen = load_before / cores, f"the load average was {load_before:.1f} on {cores} cores"
     # another process's share, or repeats this uneven, mean the machine was shared
-    busy = (device.type == "cpu" and others > BUSY_SHARE) or max(spread.values()) > BUSY_SPREAD
-    if busy:
-        warnings.warn(f"the machine looked busy while calibrating ({seen}, spread of the repeats up to "
-                      f"{max(spread.values()):.0%}): cost estimates may be too high; this calibration is not kept")
+    reasons = ([seen] if device.type == "cpu" and others > BUSY_SHARE else []) \
+        + ([f"its repeats spread up to {max(spread.values()):.0%}"] if max(spread.values()) > BUSY_SPREAD else [])
+    if reasons:
+        warnings.warn(f"the machine looked busy while calibrating ({' and '.join(reasons)}): cost estimates may be "
+                      "too high; this calibration is not kept")
     return Calibration(step_s, forward_s / train.batch_size, hvp_s / train.batch_size, spread, device_name(device),
-                       busy, time.strftime("%Y-%m-%d %H:%M:%S"))
+                       bool(reasons), time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -222,13 +222,15 @@ def stack_size(study: Study, execution: Execution) -> int:
     return stack_capacity(c.imp_config(c.seeds[0], c.rewind_iter).train, resolve_device(c.device))
 
 
-def batches(ready: list[Job], slots: int, stack: int) -> list[list[Job]]:
-    """The next batches for `slots` free slots: the ready trainings in stacks of at most
-    `stack` (spread over the slots), then one analysis a slot."""
+def batches(ready: list[Job], slots: int, stack: int, all_slots: int | None = None) -> list[list[Job]]:
+    """The next batches for `slots` free slots of `all_slots` (default: all free): the ready
+    trainings in stacks of at most `stack`, spread over all the slots (the part a busy slot
+    would take waits for a slot to free, rather than one slot taking every ready training while
+    another runs a short job), then one analysis a slot."""
     trainings = [j for j in ready if j.kind == "train"]
     out = []
     if trainings and slots:
-        size = min(stack, math.ceil(len(trainings) / slots))
+        size = min(stack, math.ceil(len(trainings) / max(slots, all_slots or slots)))
         out = [trainings[i:i + size] for i in range(0, len(trainings), size)][:slots]
     return out + [[j] for j in ready if j.kind != "train"][:slots - len(out)]
 
@@ -257,7 +259,7 @@ def execute(study: Study, jobs: list[Job], execution: Execution | None = None, o
                 if not stopping:
                     ready = [by_key[k] for k in order if k in pending and k not in taken
                              and not any(d in pending for d in by_key[k].deps)]
-                    for batch in batches(ready, executor.slots - len(running), study.stack):
+                    for batch in batches(ready, executor.slots - len(running), study.stack, executor.slots):
                         running[executor.submit(batch)] = [j.key for j in batch]
                 if not running and (stopping or not elsewhere):
                     break

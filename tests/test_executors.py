@@ -77,6 +77,8 @@ def test_ready_trainings_form_stacks_spread_over_the_free_slots(alone):
     assert len(trainings) == 6
     assert [len(b) for b in batches(trainings, slots=1, stack=4)] == [4]
     assert [len(b) for b in batches(trainings, slots=2, stack=4)] == [3, 3]
+    # one of two slots free: it takes its half, the other half waits for the busy slot
+    assert [len(b) for b in batches(trainings, slots=1, stack=4, all_slots=2)] == [3]
     analyses = [j for j in jobs if j.kind != "train"][:3]
     assert [len(b) for b in batches(trainings[:1] + analyses, slots=3, stack=4)] == [1, 1, 1]
 
