@@ -244,8 +244,14 @@ def execute(study: Study, jobs: list[Job], execution: Execution | None = None, o
     with signals.deferred(), claims.working(study.root, f"study ({len(jobs)} jobs)"):
         pending = {j.key for j in jobs if not j.done()}
         execution = dataclasses.replace(execution, stack=stack_size(study, execution))  # workers get it resolved
-        study.stack, study.stack_mode = execution.stack, execution.stack_mode
         executor = EXECUTORS[execution.executor](study, execution)
+        if executor.slots > 1 and execution.stack_mode == "auto":
+            # With several slots, which trainings share a stack depends on timing; a grouped
+            # member's rounding depends on its stack-mates, a loop member's does not: loop
+            # keeps a study bit-reproducible (tests/kill_campaign.py --workers 2 measured it).
+            execution = dataclasses.replace(execution, stack_mode="loop")
+            executor.execution = execution
+        study.stack, study.stack_mode = execution.stack, execution.stack_mode
         estimated = sum(by_key[k].cost for k in pending)
         print(f"study: {len(jobs)} jobs, {len(jobs) - len(pending)} already stored, {len(pending)} to run "
               f"(estimated {duration(estimated)} one network at a time); {execution.executor} executor, "

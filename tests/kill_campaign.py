@@ -2,7 +2,7 @@
 trial, then run to the end, must store bit-identical numbers and weights to an
 uninterrupted run. Not part of the suite (minutes); run by hand:
 
-    python tests/kill_campaign.py --trials 10 [--workers 2] [--seed 0]
+    python tests/kill_campaign.py --trials 10 [--workers 2 --stack-mode loop] [--seed 0]
 
 Prints one line a trial and the count of identical ones.
 """
@@ -54,8 +54,10 @@ def main():
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stack-mode", default="auto", help="with --workers > 1 only loop is bit-identical: "
+                        "which trainings share a stack then depends on timing, and grouped rounding on the stack")
     args = parser.parse_args()
-    extra = ["--workers", str(args.workers)] if args.workers > 1 else []
+    extra = (["--workers", str(args.workers)] if args.workers > 1 else []) + ["--stack-mode", args.stack_mode]
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         reference = Path(tmp) / "reference"
