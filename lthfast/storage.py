@@ -6,6 +6,7 @@ file or the new one, never a torn one.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -27,13 +28,22 @@ def _atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: name the file it was writing
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save into memory, then the bytes to disk: torch's own writer turns a failed
+    write (a full disk) into a RuntimeError without its cause; a plain write keeps the OSError."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def atomic_write_json(obj, path: Path) -> None:

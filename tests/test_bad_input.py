@@ -177,6 +177,38 @@ def test_a_full_disk_or_a_read_only_root_names_the_path_and_keeps_finished_work(
     assert not [p for p in root.rglob("*.tmp")]
 
 
+def test_a_disk_that_fills_while_a_checkpoint_is_written_names_the_file(capsys, tmp_path, monkeypatch):
+    """A full disk fails inside the write itself (with no file name; torch's own writer used to
+    turn it into 'RuntimeError: unexpected pos' on a 64 KiB tmpfs): one line, the file, the cause."""
+    root = tmp_path / "root"
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            if len(data) > 4096:  # small JSON files fit, a checkpoint does not
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+    monkeypatch.setattr(storage.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    assert cli.main(["train", *SMALL, "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]  # after the epoch's progress line
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "No space left on device" in errors[0] and str(root) in errors[0] and ".pt" in errors[0], errors[0]
+    assert not [p for p in root.rglob("*.tmp")]
+
+
 def test_a_report_on_a_root_without_permission(capsys, tmp_path, monkeypatch):
     root = tmp_path / "legacy"
     shutil.copytree(FIXTURE, root)
