@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()  # from here on a signal is one line and exit 130, whenever it comes
     try:
         fire.Fire(COMMANDS, command=_check_flags(list(argv)), name="lthfast")
+        name = signals.stop_requested()
+        if name:  # a signal some deferred block (or a library's `except BaseException`) held: still a stop
+            print(f"error: interrupted ({name}); run the same command again to continue", file=sys.stderr)
+            return 130
     except LthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 130 if isinstance(exc, Interrupted) else 2

@@ -71,3 +71,19 @@ def test_a_signal_at_start_up_is_one_line_and_exit_130(tmp_path, delay):
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")]
     assert len(lines) == 1 and lines[0].startswith("error: interrupted (SIGTERM)"), err
+
+
+def test_a_signal_held_by_a_deferred_block_that_never_checks_it_still_ends_with_130(capsys, monkeypatch):
+    """The audit saw `study --dry-run` exit 0 after a SIGTERM: a signal that a deferred block
+    (or a library's `except BaseException`) held without acting on it must still stop the
+    command with one line and exit 130."""
+    from lthfast import cli, signals
+
+    def probe():
+        with signals.deferred():  # no `after`, no check: the signal is only recorded
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setitem(cli.COMMANDS, "probe", probe)
+    assert cli.main(["probe"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: interrupted (SIGTERM); run the same command again to continue"], err
+    assert signals.stop_requested() is None  # forgotten after the command
