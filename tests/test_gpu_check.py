@@ -30,7 +30,9 @@ def test_the_dry_run_writes_every_section_in_under_a_minute(tmp_path):
     assert all(m["identical"] for m in modes["loop"]["members"])
     assert all(m["pruned_exactly_zero"] for m in modes["grouped"]["members"])
     assert modes["streams"]["expected"] and "needs a CUDA device" in modes["streams"]["error"]
-    assert sections["smoke_study"]["returncode"] == 0
+    smoke = sections["smoke_study"]
+    assert [smoke[name]["returncode"] for name in ("stacked", "one_at_a_time", "paper_plan")] == [0, 0, 0], smoke
+    assert "stacked:" in smoke["paper_plan"]["output_tail"] and "device-hours" in smoke["paper_plan"]["output_tail"]
     assert sections["kernels"]["member_lr_masked_sgd"]["max_abs_diff_vs_separate_calls"] == 0
     for precision in ("fp32", "bf16"):
         rows = sections["stack_throughput"]["results"][precision]
