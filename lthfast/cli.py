@@ -198,6 +198,11 @@ def _number(text: str) -> bool:
         return False
 
 
+def _interrupted(name: str) -> int:
+    print(f"error: interrupted ({name}); run the same command again to continue", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.simplefilter("once")
@@ -207,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         fire.Fire(COMMANDS, command=_check_flags(list(argv)), name="lthfast")
         name = signals.stop_requested()
         if name:  # a signal some deferred block (or a library's `except BaseException`) held: still a stop
-            print(f"error: interrupted ({name}); run the same command again to continue", file=sys.stderr)
-            return 130
+            return _interrupted(name)
     except LthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 130 if isinstance(exc, Interrupted) else 2
@@ -220,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except fire.core.FireExit as exc:
         return exc.code
     except (signals.Stopped, KeyboardInterrupt) as exc:  # a signal outside a training or job: nothing half-written
-        name = str(exc) or "SIGINT"
-        print(f"error: interrupted ({name}); run the same command again to continue", file=sys.stderr)
-        return 130
+        return _interrupted(str(exc) or "SIGINT")
     finally:
         signals.uninstall()
     return 0

@@ -48,18 +48,27 @@ def cache_key(config: TrainConfig, k: int, device: torch.device) -> str:
             f"{config.precision} | {'channels_last' if use_channels_last(config, device) else 'nchw'} | K {k}")
 
 
+def _cache_path():
+    return default_cache_dir() / "stack_modes.json"
+
+
+def _read_cache() -> dict:
+    """auto's cached choices and timings by shape ({} if none yet, or a torn or foreign file)."""
+    try:
+        cache = json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
 def choose_mode(config: TrainConfig, k: int, device: torch.device, refresh: bool = False) -> str:
     """The mode `auto` resolves to for a stack of `k` trainings of `config`'s shape on `device`
     (measured uncompiled on the first call for that shape, then read from the cache;
     refresh: measure again and replace the cached choice, e.g. on a quiet machine)."""
     if k == 1:
         return "loop"
-    path = default_cache_dir() / "stack_modes.json"
-    key = cache_key(config, k, device)
-    try:
-        cache = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:  # a torn or foreign file: measure again
-        cache = {}
+    path, key = _cache_path(), cache_key(config, k, device)
+    cache = _read_cache()
     if not refresh and key in cache and cache[key].get("mode") in candidates(device):
         return cache[key]["mode"]
     steps = {mode: stack_steps(config, k, mode, device) for mode in candidates(device)}
@@ -125,11 +134,7 @@ def stack_seconds(config: TrainConfig, k: int, device: torch.device, mode: str =
     (auto: the mode it chooses, measuring now if no stack of that shape was measured yet),
     from auto's cached timings where it has them, else timed now."""
     mode = "loop" if k == 1 else choose_mode(config, k, device) if mode == "auto" else mode
-    path = default_cache_dir() / "stack_modes.json"
-    try:
-        timings = json.loads(path.read_text())[cache_key(config, k, device)]["seconds_per_step"]
-    except (OSError, ValueError, KeyError):
-        timings = {}
+    timings = _read_cache().get(cache_key(config, k, device), {}).get("seconds_per_step", {})
     if mode in timings:
         return mode, timings[mode]
     return mode, time_steps(stack_steps(config, k, mode, device), MEASURE_STEPS, MEASURE_WARMUP, device)
