@@ -105,7 +105,7 @@ class InProcess:
     def __init__(self, study: Study, execution: Execution):
         self.study, self.results = study, {}
 
-    def submit(self, jobs: list[Job]):
+    def submit(self, jobs: list[Job], execution: Execution):
         handle = len(self.results) + 1
         self.results[handle] = run_claimed(self.study, jobs)
         return handle
@@ -131,7 +131,7 @@ class LocalPool:
     """N worker processes on this machine: one per GPU, or CPU processes with the threads split."""
 
     def __init__(self, study: Study, execution: Execution):
-        self.study, self.execution, self.slots = study, execution, execution.workers
+        self.study, self.slots = study, execution.workers
         gpus = torch.cuda.device_count()
         if gpus and self.slots > gpus:
             raise LthError(f"--workers {self.slots} is more than this machine's {gpus} GPUs (one worker a GPU)")
@@ -147,9 +147,9 @@ class LocalPool:
         self.pool = ProcessPoolExecutor(self.slots, mp_context=context, initializer=_pin_worker,
                                         initargs=(queue, threads))
 
-    def submit(self, jobs: list[Job]):
+    def submit(self, jobs: list[Job], execution: Execution):
         return self.pool.submit(run_task, str(self.study.root), self.study.config.to_dict(),
-                                dataclasses.asdict(self.execution), [j.key for j in jobs])
+                                dataclasses.asdict(execution), [j.key for j in jobs])
 
     def wait(self, handles, timeout):
         finished, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -172,7 +172,7 @@ class RayExecutor:
             import ray  # optional: pip install -e '.[ray]'
         except ImportError:
             raise LthError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[default]')") from None
-        self.ray, self.study, self.execution = ray, study, execution
+        self.ray, self.study = ray, study
         ray.init(address=execution.address, ignore_reinit_error=True, log_to_driver=False,
                  runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("LTHFAST_")}})
         gpus = {execution.gpu_resource: execution.gpus_per_job} if execution.gpus_per_job else {}
@@ -189,9 +189,9 @@ class RayExecutor:
             limits.append(total.get(execution.gpu_resource, 0) / execution.gpus_per_job)
         self.slots = max(1, int(min(limits)))
 
-    def submit(self, jobs: list[Job]):
+    def submit(self, jobs: list[Job], execution: Execution):
         return self.task.remote(str(self.study.root), self.study.config.to_dict(),
-                                dataclasses.asdict(self.execution), [j.key for j in jobs])
+                                dataclasses.asdict(execution), [j.key for j in jobs])
 
     def wait(self, handles, timeout):
         if not handles:
@@ -249,8 +249,7 @@ def execute(study: Study, jobs: list[Job], execution: Execution | None = None, o
             # With several slots, which trainings share a stack depends on timing; a grouped
             # member's rounding depends on its stack-mates, a loop member's does not: loop
             # keeps a study bit-reproducible (tests/kill_campaign.py --workers 2 measured it).
-            execution = dataclasses.replace(execution, stack_mode="loop")
-            executor.execution = execution
+            execution = dataclasses.replace(execution, stack_mode="loop")  # what every batch is sent with
         study.stack, study.stack_mode = execution.stack, execution.stack_mode
         estimated = sum(by_key[k].cost for k in pending)
         print(f"study: {len(jobs)} jobs, {len(jobs) - len(pending)} already stored, {len(pending)} to run "
@@ -266,7 +265,7 @@ def execute(study: Study, jobs: list[Job], execution: Execution | None = None, o
                     ready = [by_key[k] for k in order if k in pending and k not in taken
                              and not any(d in pending for d in by_key[k].deps)]
                     for batch in batches(ready, executor.slots - len(running), study.stack, executor.slots):
-                        running[executor.submit(batch)] = [j.key for j in batch]
+                        running[executor.submit(batch, execution)] = [j.key for j in batch]
                 if not running and (stopping or not elsewhere):
                     break
                 lost = []
@@ -287,7 +286,7 @@ def execute(study: Study, jobs: list[Job], execution: Execution | None = None, o
                                   by_key, spent, estimated_done, executor.slots)
                 if lost:  # the pool starts anew; every batch it held runs again, from its checkpoints
                     executor.restart()
-                    running = {executor.submit([by_key[k] for k in keys]): keys
+                    running = {executor.submit([by_key[k] for k in keys], execution): keys
                                for keys in lost + list(running.values())}
                 for key in list(elsewhere):  # another process runs it: until its result exists, or its owner died
                     if by_key[key].done():

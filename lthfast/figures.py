@@ -3,6 +3,7 @@ interpolation curves, pruning paths, geometry per level, escapes from the baseli
 sublevel set, per rewind point (lthfast.plots draws them)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lthfast import plots, published
@@ -28,6 +29,25 @@ def _references(results: dict, rewind: str) -> dict:
     if ref["dense"]:
         out["dense"] = {1.0: ref["dense"][0]}
     return out
+
+
+def _geometry_figure(geometry: list[dict], path: Path, at: str) -> dict:
+    """Volume per level, and sharpness only where it was measured (no empty panels)."""
+    mean = lambda key: [x[key]["mean"] if x.get(key) else None for x in geometry]  # noqa: E731
+    series = {"log-volume (nats)": mean("log_volume"), "mean radius (units of ||theta||)": mean("radius_mean"),
+              "lambda_max (top Hessian eigenvalue, loss per unit^2)": mean("top_eigenvalue"),
+              "Hessian trace (loss per unit^2)": mean("trace")}
+    series = {name: values for name, values in series.items()
+              if any(v is not None and math.isfinite(v) for v in values)}
+    sharpness = any(name.startswith(("lambda", "Hessian")) for name in series)
+    caption = (f"Geometry of the IMP minimum per level at {at} (means over the geometry seeds): log-volume and mean "
+               "basin radius along random directions" + (", top Hessian eigenvalue (Lanczos) and Hessian trace "
+                                                         "(Hutchinson)" if sharpness else "")
+               + ", within the unpruned weights" + ("" if sharpness else "; sharpness not measured in this study")
+               + ".")
+    file = plots.per_level([x["level"] for x in geometry], series, path,
+                           f"volume{' and sharpness' if sharpness else ''} of the IMP minima ({at})")
+    return {"file": file, "caption": caption}
 
 
 def write(results: dict, folder: Path) -> dict[str, list[dict]]:
@@ -57,14 +77,7 @@ def write(results: dict, folder: Path) -> dict[str, list[dict]]:
                         "caption": f"Pruning paths theta_(k-1) → b_k at {at}: the pruned weights shrink to zero "
                                    "along the line."})
         if g := r["geometry"]:
-            mean = lambda key: [x[key]["mean"] for x in g]  # noqa: E731
-            out.append({"file": plots.per_level([x["level"] for x in g], {
-                "log-volume (nats)": mean("log_volume"), "mean radius (units of ||theta||)": mean("radius_mean"),
-                "lambda_max (top Hessian eigenvalue)": mean("top_eigenvalue"), "Hessian trace": mean("trace")},
-                folder / f"geometry_{tag}.png", f"volume and sharpness of the IMP minima ({at})"),
-                "caption": f"Geometry of the IMP minimum per level at {at} (means over the geometry seeds): "
-                           "log-volume and mean basin radius along random directions, top Hessian eigenvalue "
-                           "(Lanczos) and Hessian trace (Hutchinson), within the unpruned weights."})
+            out.append(_geometry_figure(g, folder / f"geometry_{tag}.png", at))
         if r["from_baseline"]:
             out.append({"file": plots.from_baseline(r["from_baseline"], folder / f"from_baseline_{tag}.png",
                                                     f"distance and barrier from the baseline ({at})"),

@@ -6,6 +6,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 
 from lthfast.storage import atomic_write_bytes  # noqa: E402
@@ -52,7 +53,7 @@ def per_level(levels: list[int], series: dict[str, list[float]], path: Path, tit
               errors: dict[str, list[float]] | None = None) -> Path:
     """One panel per series (e.g. log-volume, mean radius) against the pruning level; a series'
     name is its axis label, units included."""
-    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.6), squeeze=False, layout="constrained")
     for ax, (name, values) in zip(axes[0], series.items()):
         spread = (errors or {}).get(name)
         ax.errorbar(levels, values, yerr=spread, marker="o", capsize=3)
@@ -60,6 +61,14 @@ def per_level(levels: list[int], series: dict[str, list[float]], path: Path, tit
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def _density_ticks(ax, densities: list[float]) -> None:
+    """Ticks at the measured densities, as percentages (log-scale axes otherwise print 8x10^-1)."""
+    ticks = sorted({round(d, 6) for d in densities})
+    if ticks:
+        ax.set_xticks(ticks, [f"{100 * d:.3g}%" for d in ticks], rotation=45 if len(ticks) > 8 else 0)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def sublevel(result: dict, path: Path, title: str) -> Path:
@@ -75,8 +84,12 @@ def sublevel(result: dict, path: Path, title: str) -> Path:
                 ax.scatter([r["density"] for r in rows], [r["train_loss"] for r in rows], facecolors=face,
                            edgecolors=colors[strategy], label=f"{strategy} {kind}s")
     ax.axhline(result["eps"], color="k", linestyle="--", label=f"eps = {result['eps']:.3f}")
-    ax.set(xscale="log", yscale="log", xlabel="density (fraction of prunable weights kept, log scale)",
+    ax.set(xscale="log", yscale="log", xlabel="density (% of prunable weights kept, log scale)",
            ylabel="train loss (cross-entropy, nats, log scale)", title=title)
+    _density_ticks(ax, [r["density"] for r in result["rows"]])
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.4, not 1.4x10^0
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.invert_xaxis()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
@@ -102,7 +115,9 @@ def metric_vs_density(rewind_results: dict, key: str, path: Path, title: str, yl
     for label, points in (references or {}).items():
         ax.plot(list(points), list(points.values()), linestyle=":", marker="s", markerfacecolor="none",
                 label=f"{label} (published)")
-    ax.set(xscale="log", xlabel="density (fraction of prunable weights kept, log scale)", ylabel=ylabel, title=title)
+    ax.set(xscale="log", xlabel="density (% of prunable weights kept, log scale)", ylabel=ylabel, title=title)
+    _density_ticks(ax, [r["density"] for rows in rewind_results["levels"].values() for r in rows]
+                   + [d for points in (references or {}).values() for d in points])
     ax.invert_xaxis()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)

@@ -140,13 +140,7 @@ def _rewind_section(results: dict, rewind: str, r: dict) -> list[str]:
                           _fmt(row.get("barrier_test_error"))]
                          for s, rows_ in r["from_baseline"].items() for k, row in enumerate(rows_, start=1)])
     if r["geometry"]:
-        lines += _table(f"Volume and sharpness of the IMP minima at {at} (radius in units of ||theta||; log-volume "
-                        "in nats; eigenvalues by Lanczos, converged when the residual is below the tolerance).",
-                        ["level", "dimension", "log-volume", "mean radius", "lambda_max", "lambda_min",
-                         "residual", "trace", "converged"],
-                        [[g["level"], g["dimension"], _fmt(g["log_volume"], 1), _fmt(g["radius_mean"]),
-                          _fmt(g["top_eigenvalue"], 3), _fmt(g.get("lambda_min"), 3), _fmt(g.get("eigen_residual"), 5),
-                          _fmt(g["trace"], 1), g["eigen_converged"]] for g in r["geometry"]])
+        lines += _geometry_table(r["geometry"], at)
     for seed, table in sorted(r["sublevel"].items())[:1]:
         lines += [f"Sublevel set S(eps), seed {seed}: eps = {table['eps']:.4f} ({table['eps_rule']}).", ""]
         lines += _table(f"Train loss of every solution and baseline at {at}, seed {seed}, and membership of S(eps).",
@@ -158,6 +152,29 @@ def _rewind_section(results: dict, rewind: str, r: dict) -> list[str]:
         lines += [f"![{figure['file']}](figures/{figure['file']})", "", f"*Figure {rewind}.{i}: {figure['caption']}*",
                   ""]
     return lines
+
+
+def _measured(stats: dict | None) -> bool:
+    return bool(stats and stats.get("n") and stats.get("mean") is not None)
+
+
+def _geometry_table(geometry: list[dict], at: str) -> list[str]:
+    """Volume per level, and sharpness where it was measured (the CPU presets leave it out:
+    its columns are then left out rather than shown empty)."""
+    header = ["level", "dimension", "log-volume", "mean radius"]
+    rows = [[g["level"], g["dimension"], _fmt(g["log_volume"], 1), _fmt(g["radius_mean"])] for g in geometry]
+    caption = f"Volume of the IMP minima at {at} (radius in units of ||theta||; log-volume in nats)"
+    if any(_measured(g["top_eigenvalue"]) for g in geometry):
+        header += ["lambda_max", "lambda_min", "residual", "trace", "converged"]
+        for row, g in zip(rows, geometry):
+            converged = "—" if g["eigen_converged"] is None else ("yes" if g["eigen_converged"] else "no")
+            row += [_fmt(g["top_eigenvalue"], 3), _fmt(g.get("lambda_min"), 3), _fmt(g.get("eigen_residual"), 5),
+                    _fmt(g["trace"], 1), converged]
+        caption += ("; sharpness: Hessian eigenvalues by Lanczos, converged when the residual is below the "
+                    "tolerance, trace by Hutchinson")
+    else:
+        caption += "; sharpness not measured in this study"
+    return _table(caption + ".", header, rows)
 
 
 def _published(results: dict) -> list[str]:

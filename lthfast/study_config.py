@@ -174,8 +174,9 @@ PRESETS = {
     # up to 1.6 points, 2.2 for a difference of two, and on 2,000 test images 1.1 (1.6): so the
     # train sample is the whole 5,000-image subset, the test sample all 10,000 images, and the
     # curves use twice the cpu preset's images, which cuts that noise by sqrt(5) where it
-    # dominates; 10 epochs instead of 4 let IMP and fine-tuning separate. About 75 minutes on
-    # the machine above with --workers 2 (README gives the measured figure).
+    # dominates; 10 epochs instead of 4 let IMP and fine-tuning separate. Run to the end with
+    # --workers 2 on a quiet 2-core Xeon with AMX (CPU model 167): 54.5 minutes, 6 of 7 findings
+    # decided at R = 40 (the cpu preset: 3 of 7); README gives the verdicts.
     "cpu-3seed": dict(model="resnet20", train_subset=5000, epochs=10, milestones=(5, 8), levels=3, seeds=(0, 1, 2),
                       rewind_iter=40, eval_train_images=5000, eval_test_images=None, bn_batches=8,
                       curve_points=9, curve_train_images=2000, curve_test_images=2000,

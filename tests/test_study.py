@@ -20,7 +20,7 @@ FIGURES = ["accuracy_vs_density", "baseline_loss_vs_density", "successive", "pru
            "sublevel"]
 SECTIONS = ["## Summary", "## Findings", "## Results at R = 2", "**Accuracy against density at R = 2",
             "**Interpolation between successive IMP", "**Pruning paths", "**Distance and barrier from the baseline",
-            "**Volume and sharpness", "Sublevel set S(eps)", "## Results at R = 0"]
+            "**Volume of the IMP minima", "Sublevel set S(eps)", "## Results at R = 0"]
 
 
 def run_study(root, **overrides):
@@ -61,6 +61,25 @@ def test_smoke_study_writes_every_section_figure_and_finding(smoke):
     assert [g["level"] for g in late["geometry"]] == [0, 1, 2]
     assert len(late["successive"]) == 2 and all(c["seeds"] == 2 for c in late["successive"])
     assert late["dense_accuracy"]["n"] == 2
+
+
+def test_a_study_without_sharpness_shows_no_empty_sharpness_columns_or_panels(smoke, tmp_path, monkeypatch):
+    from lthfast import figures, plots, report
+    root, _ = smoke
+    geometry = json.loads((root / "report" / "results.json").read_text())["rewinds"]["2"]["geometry"]
+    measured = report._geometry_table(geometry, "R = 2")
+    assert "lambda_max" in measured[2] and "sharpness not measured" not in measured[0]
+    empty = {"mean": float("nan"), "std": float("nan"), "n": 0, "values": [], "by_seed": {}, "noise": {}}
+    for g in geometry:  # as the cpu presets store it: volume only
+        g.update(top_eigenvalue=empty, lambda_min=empty, eigen_residual=empty, trace=empty, eigen_converged=None)
+    table = report._geometry_table(geometry, "R = 2")
+    assert table[2] == "| level | dimension | log-volume | mean radius |" and "None" not in "".join(table)
+    assert "sharpness not measured in this study" in table[0]
+    drawn = {}
+    monkeypatch.setattr(plots, "per_level", lambda levels, series, path, title: drawn.update(series) or path)
+    figure = figures._geometry_figure(geometry, tmp_path / "g.png", "R = 2")
+    assert list(drawn) == ["log-volume (nats)", "mean radius (units of ||theta||)"]
+    assert "sharpness not measured" in figure["caption"] and "Lanczos" not in figure["caption"]
 
 
 def test_the_report_never_claims_what_its_numbers_do_not_show(smoke):
