@@ -17,6 +17,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from lthfast import pruning, strategies
 from lthfast.config import ImpConfig, TrainConfig
 from lthfast.data import Dataset, fixed_sample
@@ -24,8 +26,8 @@ from lthfast.errors import LthError
 from lthfast.evaluation import evaluate, recompute_batchnorm
 from lthfast.hardware import resolve_device
 from lthfast.models import create_model, prunable_names
-from lthfast.storage import atomic_torch_save, atomic_write_json, load_checkpoint, read_json
-from lthfast.store import Level, Store, readable
+from lthfast.storage import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_checkpoint, read_json
+from lthfast.store import Level, Run, Store, readable
 from lthfast.strategies import StartContext
 from lthfast.stack import TrainJob, train_stack
 from lthfast.trainer import build_model, use_channels_last
@@ -35,8 +37,11 @@ class ImpRun:
     """Trains the levels of every strategy of one ImpConfig into its run folder (lthfast.store.Run)."""
 
     def __init__(self, config: ImpConfig, root: Path | str, data: Dataset, progress: bool | None = None,
-                 on_iteration=None):
+                 on_iteration=None, dense_from: ImpConfig | None = None):
+        """dense_from: the same recipe and seed at a late rewind point, for a run at R = 0: its
+        dense network, once trained, is this run's too (see share_dense)."""
         self.config = config
+        self.dense_from = dense_from
         self.on_iteration = on_iteration  # passed to every training (progress hooks, tests)
         self.store = Store(root)
         self.run = self.store.run(config)
@@ -103,7 +108,8 @@ class ImpRun:
             return None
         timer = _PhaseTimer()
         if level == 0:
-            return Prepared(self, "imp", 0, files, None, None, timer, TrainJob(self.config.train, files.folder))
+            prepared = Prepared(self, "imp", 0, files, None, None, timer, TrainJob(self.config.train, files.folder))
+            return None if self.share_dense(prepared) else prepared
         entry = strategies.get(strategy)
         parent_files = self.run.level("imp", 0) if density is not None else self.run.level(*entry.parent_of(level))
         if not parent_files.finished():
@@ -133,6 +139,26 @@ class ImpRun:
             atomic_torch_save(pruning.pack(mask), prepared.files.mask)
         self._finish_level(prepared.files, prepared.strategy, prepared.level, mask, metrics, prepared.baseline,
                            prepared.timer)
+
+    def share_dense(self, prepared: "Prepared") -> bool:
+        """At R = 0, take the dense network of `dense_from` instead of training it again, if
+        that run has finished it: the two trainings differ only in where they save rewind.pt,
+        so their weights and metrics are the same (tests/test_imp.py checks bit equality), and
+        the weights at iteration 0 are the seed's initialization. False: train it here."""
+        source = self.dense_from and Run(self.store.run_folder(self.dense_from), self.dense_from).level("imp", 0)
+        if self.config.train.rewind_iter != 0 or not source or not source.finished():
+            return False
+        if dataclasses.replace(self.dense_from.train, rewind_iter=0) != self.config.train or \
+                dataclasses.replace(self.dense_from, train=self.config.train) != self.config:
+            raise LthError(f"{source.folder} is another recipe than {self.dir}: its dense network cannot be shared")
+        files = prepared.files
+        files.folder.mkdir(parents=True, exist_ok=True)
+        init = build_model(self.config.train, torch.device("cpu")).state_dict()
+        atomic_torch_save({k: v.contiguous() for k, v in init.items()}, files.rewind)
+        for name in ("final", "metrics"):
+            atomic_write_bytes(lambda f, name=name: f.write(getattr(source, name).read_bytes()), getattr(files, name))
+        self.finish(prepared, read_json(files.metrics))
+        return True
 
     # ------------------------------------------------------------------ pieces
     def _mask(self, entry: strategies.Strategy, level: int, files: Level, parent_files: Level, parent: dict,

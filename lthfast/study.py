@@ -60,8 +60,9 @@ class Study:
 
     def imp_run(self, seed: int, rewind: int) -> ImpRun:
         if (seed, rewind) not in self._imp_runs:
+            late = self.config.imp_config(seed, self.config.rewind_iter) if rewind != self.config.rewind_iter else None
             self._imp_runs[seed, rewind] = ImpRun(self.config.imp_config(seed, rewind), self.root, self.data,
-                                                  progress=self.progress)
+                                                  progress=self.progress, dense_from=late)
         return self._imp_runs[seed, rewind]
 
     def run_folder(self, seed: int, rewind: int) -> Path:
@@ -104,7 +105,10 @@ class Study:
             job.run = lambda: self.run_batch([job])
             return job
 
-        jobs = [train("imp", 0, [], total_steps)]
+        if rewind == 0 and c.rewind_iter != 0:  # R = 0 shares the late run's dense network (ImpRun.share_dense)
+            jobs = [train("imp", 0, [f"{self._prefix(seed, c.rewind_iter)}/train imp:0"], 0)]
+        else:
+            jobs = [train("imp", 0, [], total_steps)]
         for name in c.strategies_at(rewind):
             entry = strategies.get(name)
             for level in range(1, c.levels + 1):

@@ -189,3 +189,46 @@ def test_index_is_mended_after_a_kill_between_level_and_index(imp_chain):
     run.chain("imp", 3)
     records = [r for r in Store(root).read_index() if r["strategy"] == "imp"]
     assert sorted(r["level"] for r in records) == [0, 1, 2, 3]
+
+
+TIMINGS = {"eval_seconds", "images_per_second"}  # wall-clock fields of a history entry
+
+
+def _tensors_equal(a, b):
+    a, b = load_tensors(a), load_tensors(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_r0_shares_the_late_runs_dense_network_and_gets_what_training_it_would(tmp_path):
+    data = load_dataset("synthetic", train_subset=256)
+    config = lambda rewind: ImpConfig(train=TrainConfig(**{**TRAIN, "rewind_iter": rewind}),  # noqa: E731
+                                      eval_train_images=256, bn_batches=2)
+    ImpRun(config(2), tmp_path / "shared", data).dense()
+    steps = []
+    shared = ImpRun(config(0), tmp_path / "shared", data, on_iteration=steps.append, dense_from=config(2))
+    own = ImpRun(config(0), tmp_path / "own", data)  # trains its dense network itself
+    for run in (shared, own):
+        run.level("imp", 1)
+    assert len(steps) == 12  # level 1's 3 epochs of 4 steps: the dense network was not trained again
+    a, b = shared.run.level("imp", 0), own.run.level("imp", 0)
+    for name in ("final", "rewind"):
+        assert _tensors_equal(getattr(a, name), getattr(b, name)), name
+    ma, mb = mask_of(a.folder), mask_of(b.folder)
+    assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+    assert _tensors_equal(shared.run.level("imp", 1).final, own.run.level("imp", 1).final)
+    ra, rb = level_record(a.folder), level_record(b.folder)
+    for key in ("test_accuracy", "test_loss", "train_loss", "density"):
+        assert ra[key] == rb[key], key
+    history = lambda files: [{k: v for k, v in e.items() if k not in TIMINGS}  # noqa: E731
+                             for e in json.loads(files.metrics.read_text())["history"]]
+    assert history(a) == history(b)
+
+
+def test_a_dense_network_of_another_recipe_is_never_shared(tmp_path):
+    data = load_dataset("synthetic", train_subset=256)
+    late = ImpConfig(train=TrainConfig(**TRAIN), eval_train_images=256, bn_batches=2)
+    ImpRun(late, tmp_path, data).dense()
+    other_seed = ImpConfig(train=TrainConfig(**{**TRAIN, "rewind_iter": 0, "seed": 7}), eval_train_images=256,
+                           bn_batches=2)
+    with pytest.raises(LthError, match="another recipe"):
+        ImpRun(other_seed, tmp_path, data, dense_from=late).dense()
