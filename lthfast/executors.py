@@ -223,16 +223,17 @@ def stack_size(study: Study, execution: Execution) -> int:
 
 
 def batches(ready: list[Job], slots: int, stack: int, all_slots: int | None = None) -> list[list[Job]]:
-    """The next batches for `slots` free slots of `all_slots` (default: all free): the ready
-    trainings in stacks of at most `stack`, spread over all the slots (the part a busy slot
-    would take waits for a slot to free, rather than one slot taking every ready training while
-    another runs a short job), then one analysis a slot."""
-    trainings = [j for j in ready if j.kind == "train"]
-    out = []
-    if trainings and slots:
-        size = min(stack, math.ceil(len(trainings) / max(slots, all_slots or slots)))
-        out = [trainings[i:i + size] for i in range(0, len(trainings), size)][:slots]
-    return out + [[j] for j in ready if j.kind != "train"][:slots - len(out)]
+    """The next batches for `slots` free slots of `all_slots` (default: all free): shared dense
+    networks first (seconds each, and they free trainings), then the ready trainings in stacks
+    of at most `stack`, spread over all the slots (the part a busy slot would take waits for a
+    slot to free, rather than one slot taking every ready training while another runs a short
+    job), then one analysis a slot."""
+    out = [[j] for j in ready if j.kind == "share"][:slots]
+    trainings, free = [j for j in ready if j.kind == "train"], slots - len(out)
+    if trainings and free:
+        size = min(stack, math.ceil(len(trainings) / max(free, all_slots or slots)))
+        out += [trainings[i:i + size] for i in range(0, len(trainings), size)][:free]
+    return out + [[j] for j in ready if j.kind not in ("train", "share")][:slots - len(out)]
 
 
 def execute(study: Study, jobs: list[Job], execution: Execution | None = None, out=sys.stderr) -> None:
@@ -323,7 +324,9 @@ def waves(jobs: list[Job]) -> dict[str, int]:
 
     def of(key):
         if key not in wave:
-            wave[key] = max((of(d) + 1 for d in by_key[key].deps if by_key[d].kind == "train"), default=0)
+            # A shared dense network takes no wave of its own: its dependents train one after its source.
+            wave[key] = max((of(d) + (by_key[d].kind == "train") for d in by_key[key].deps
+                             if by_key[d].kind in ("train", "share")), default=0)
         return wave[key]
     return {j.key: of(j.key) for j in jobs if j.kind == "train"}
 

@@ -105,8 +105,12 @@ class Study:
             job.run = lambda: self.run_batch([job])
             return job
 
-        if rewind == 0 and c.rewind_iter != 0:  # R = 0 shares the late run's dense network (ImpRun.share_dense)
-            jobs = [train("imp", 0, [f"{self._prefix(seed, c.rewind_iter)}/train imp:0"], 0)]
+        if rewind == 0 and c.rewind_iter != 0:
+            # R = 0 takes the late run's dense network (ImpRun.share_dense): a job of its own, not a
+            # member of a stack, so that no stack's make-up depends on when it finished.
+            jobs = [Job(f"{prefix}/train imp:0", "share", [f"{self._prefix(seed, c.rewind_iter)}/train imp:0"],
+                        cost(0), done("imp", 0), lambda: self.imp_run(seed, rewind).dense(),
+                        f"{run.folder.name}/imp/0", seed, rewind, "imp", 0)]
         else:
             jobs = [train("imp", 0, [], total_steps)]
         for name in c.strategies_at(rewind):

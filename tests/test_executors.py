@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lthfast.executors import Execution, batches, execute
+from lthfast.executors import Execution, batches, execute, waves
 from lthfast.study import Study
 from lthfast.study_config import preset_config
 
@@ -79,8 +79,24 @@ def test_ready_trainings_form_stacks_spread_over_the_free_slots(alone):
     assert [len(b) for b in batches(trainings, slots=2, stack=4)] == [3, 3]
     # one of two slots free: it takes its half, the other half waits for the busy slot
     assert [len(b) for b in batches(trainings, slots=1, stack=4, all_slots=2)] == [3]
-    analyses = [j for j in jobs if j.kind != "train"][:3]
+    analyses = [j for j in jobs if j.kind not in ("train", "share")][:3]
     assert [len(b) for b in batches(trainings[:1] + analyses, slots=3, stack=4)] == [1, 1, 1]
+
+
+def test_a_shared_dense_network_runs_alone_before_the_trainings_and_takes_no_wave(alone):
+    jobs = Study(preset_config("smoke", **{**SMALL, "rewind_zero": True}), alone).plan()
+    shares = [j for j in jobs if j.kind == "share"]
+    assert shares and all(j.rewind == 0 and j.level == 0 and len(j.deps) == 1 for j in shares)
+    trainings = [j for j in jobs if j.kind == "train" and j.level == 1 and j.rewind != 0]
+    # One slot: the share first, alone; the trainings form their stack once it is done (so a
+    # stack's make-up never depends on when the share finished, and a kill changes nothing).
+    assert batches(trainings + shares[:1], slots=1, stack=4) == [shares[:1]]
+    # Two slots: the other slot takes its half of the trainings, as when one slot is busy.
+    assert [len(b) for b in batches(trainings + shares[:1], slots=2, stack=4)] == [1, min(4, -(-len(trainings) // 2))]
+    wave = waves(jobs)
+    zero = [j for j in jobs if j.kind == "train" and j.rewind == 0 and j.level == 1]
+    late = [j for j in jobs if j.kind == "train" and j.rewind != 0 and j.level == 1]
+    assert {wave[j.key] for j in zero} == {wave[j.key] for j in late} == {1}
 
 
 def test_two_local_workers_store_the_same_numbers_and_run_every_job_once(alone, tmp_path):
