@@ -36,8 +36,13 @@ differences grow as in any chaotic training: after 20 steps of ResNet-8 at lr 0.
 fresh start (fp32, CPU), members differ from their separate runs by 9e-4 (weights), 3e-4
 (BatchNorm statistics) and 5e-3 (momentum), less than a separate run whose start is
 nudged by 1e-7 drifts (3e-3 to 1e-2); at lr 0.001 by 1e-7. The test bound is 5e-2.
-Pruned weights are exactly zero in every mode, and a stack killed and resumed ends
-bit-identical to an uninterrupted stack of the same mode.
+Pruned weights are exactly zero in every mode. A loop stack killed and resumed ends
+bit-identical to an uninterrupted one (tests/kill_campaign.py --stack-mode loop: 10 of 10).
+A grouped stack does only if the kill misses the save steps: its members save one after
+another (with their epoch-end evaluations), so a kill in between resumes them at different
+steps, and they end within grouped mode's tolerance, not bit-identical (the campaign with
+`auto`, grouped for its tiny model: 9 of 10; a fix needs all members' checkpoints written
+as one commit).
 """
 from __future__ import annotations
 

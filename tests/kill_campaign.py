@@ -4,7 +4,9 @@ uninterrupted run. Not part of the suite (minutes); run by hand:
 
     python tests/kill_campaign.py --trials 10 [--workers 2 --stack-mode loop] [--seed 0]
 
-Prints one line a trial and the count of identical ones.
+Prints one line a trial and the count of identical ones. With `--stack-mode auto` the
+smoke model trains in grouped stacks on the CPU, where a kill between two members' saves
+can change the last bits (lthfast/stack.py); `--stack-mode loop` is bit-identical.
 """
 import argparse
 import hashlib
