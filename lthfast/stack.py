@@ -38,11 +38,12 @@ fresh start (fp32, CPU), members differ from their separate runs by 9e-4 (weight
 nudged by 1e-7 drifts (3e-3 to 1e-2); at lr 0.001 by 1e-7. The test bound is 5e-2.
 Pruned weights are exactly zero in every mode. A loop stack killed and resumed ends
 bit-identical to an uninterrupted one (tests/kill_campaign.py --stack-mode loop: 10 of 10).
-A grouped stack does only if the kill misses the save steps: its members save one after
-another (with their epoch-end evaluations), so a kill in between resumes them at different
-steps, and they end within grouped mode's tolerance, not bit-identical (the campaign with
-`auto`, grouped for its tiny model: 9 of 10; a fix needs all members' checkpoints written
-as one commit).
+A grouped stack does only if the kill misses two windows, where members are written one
+after another: its save steps (a kill there resumes members at different steps, seen at
+iterations 4 and 2) and the recording of its finished levels (a kill there makes the next
+stack of fewer members). Either changes which members step together, and they end within
+grouped mode's tolerance, not bit-identical (the campaign with `auto`, grouped for its tiny
+model: 9 of 10). A fix needs a stack's saves and records written as one commit.
 """
 from __future__ import annotations
 
