@@ -3,10 +3,10 @@ interpolation curves, pruning paths, geometry per level, escapes from the baseli
 sublevel set, per rewind point (lthfast.plots draws them)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from lthfast import plots, published
+from lthfast.stats import measured
 
 
 def _curve_documents(curves: list[dict]) -> list[dict]:
@@ -33,13 +33,12 @@ def _references(results: dict, rewind: str) -> dict:
 
 def _geometry_figure(geometry: list[dict], path: Path, at: str) -> dict:
     """Volume per level, and sharpness only where it was measured (no empty panels)."""
-    mean = lambda key: [x[key]["mean"] if x.get(key) else None for x in geometry]  # noqa: E731
-    series = {"log-volume (nats)": mean("log_volume"), "mean radius (units of ||theta||)": mean("radius_mean"),
-              "lambda_max (top Hessian eigenvalue, loss per unit^2)": mean("top_eigenvalue"),
-              "Hessian trace (loss per unit^2)": mean("trace")}
-    series = {name: values for name, values in series.items()
-              if any(v is not None and math.isfinite(v) for v in values)}
-    sharpness = any(name.startswith(("lambda", "Hessian")) for name in series)
+    keys = {"log-volume (nats)": "log_volume", "mean radius (units of ||theta||)": "radius_mean",
+            "lambda_max (top Hessian eigenvalue, loss per unit^2)": "top_eigenvalue",
+            "Hessian trace (loss per unit^2)": "trace"}
+    series = {name: [x[key]["mean"] for x in geometry] for name, key in keys.items()
+              if any(measured(x.get(key)) for x in geometry)}
+    sharpness = any(measured(x["top_eigenvalue"]) for x in geometry)
     caption = (f"Geometry of the IMP minimum per level at {at} (means over the geometry seeds): log-volume and mean "
                "basin radius along random directions" + (", top Hessian eigenvalue (Lanczos) and Hessian trace "
                                                          "(Hutchinson)" if sharpness else "")

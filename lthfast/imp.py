@@ -30,6 +30,7 @@ from lthfast.storage import atomic_torch_save, atomic_write_bytes, atomic_write_
 from lthfast.store import Level, Run, Store, readable
 from lthfast.strategies import StartContext
 from lthfast.stack import TrainJob, train_stack
+from lthfast.stack_member import cpu_copies
 from lthfast.trainer import build_model, use_channels_last
 
 
@@ -153,8 +154,7 @@ class ImpRun:
             raise LthError(f"{source.folder} is another recipe than {self.dir}: its dense network cannot be shared")
         files = prepared.files
         files.folder.mkdir(parents=True, exist_ok=True)
-        init = build_model(self.config.train, torch.device("cpu")).state_dict()
-        atomic_torch_save({k: v.contiguous() for k, v in init.items()}, files.rewind)
+        atomic_torch_save(cpu_copies(build_model(self.config.train, torch.device("cpu")).state_dict()), files.rewind)
         for name in ("final", "metrics"):
             atomic_write_bytes(lambda f, name=name: f.write(getattr(source, name).read_bytes()), getattr(files, name))
         self.finish(prepared, read_json(files.metrics))

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from lthfast import claims, figures, published
+from lthfast.stats import measured
 from lthfast.findings import findings
 from lthfast.results import collect
 from lthfast.storage import atomic_write_json, atomic_write_text
@@ -42,7 +43,7 @@ def write_report(root: Path | str) -> Path:
 
 
 def _fmt(stats: dict | None, digits: int = 4, scale: float = 1.0) -> str:
-    if not stats or stats.get("n", 0) == 0 or stats.get("mean") is None:
+    if not measured(stats):
         return "—"
     if stats["n"] < 2 or math.isnan(stats["std"]):
         return f"{stats['mean'] * scale:.{digits}f}"
@@ -154,17 +155,13 @@ def _rewind_section(results: dict, rewind: str, r: dict) -> list[str]:
     return lines
 
 
-def _measured(stats: dict | None) -> bool:
-    return bool(stats and stats.get("n") and stats.get("mean") is not None)
-
-
 def _geometry_table(geometry: list[dict], at: str) -> list[str]:
     """Volume per level, and sharpness where it was measured (the CPU presets leave it out:
     its columns are then left out rather than shown empty)."""
     header = ["level", "dimension", "log-volume", "mean radius"]
     rows = [[g["level"], g["dimension"], _fmt(g["log_volume"], 1), _fmt(g["radius_mean"])] for g in geometry]
     caption = f"Volume of the IMP minima at {at} (radius in units of ||theta||; log-volume in nats)"
-    if any(_measured(g["top_eigenvalue"]) for g in geometry):
+    if any(measured(g["top_eigenvalue"]) for g in geometry):
         header += ["lambda_max", "lambda_min", "residual", "trace", "converged"]
         for row, g in zip(rows, geometry):
             converged = "—" if g["eigen_converged"] is None else ("yes" if g["eigen_converged"] else "no")

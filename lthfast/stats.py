@@ -30,6 +30,11 @@ def std(values: list[float]) -> float:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
+def measured(stat: dict | None) -> bool:
+    """Whether a quantity over seeds (mean_std's dict) holds at least one value."""
+    return bool(stat and stat.get("n") and stat.get("mean") is not None)
+
+
 def mean_std(by_seed: dict, noise: dict | None = None) -> dict:
     """A quantity over the study's seeds ({seed: value}), and over every stored seed of the
     same config (`noise`, the study's seeds included) for the spread of one-seed studies."""
