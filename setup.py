@@ -1,7 +1,7 @@
 """Builds lthfast's C++ extension lthfast._C with ninja through torch.utils.cpp_extension,
 and its CUDA extension lthfast._cuda where CUDA is wanted.
 
-Kernels are grouped by op in lthfast/kernels/<op>/: each extension is its entry point in
+Kernels are grouped by op in lthfast/ops/kernels/<op>/: each extension is its entry point in
 csrc/ (module.cpp, cuda_module.cpp) plus every op's cpu.cpp (or cuda.cu and
 cuda_binding.cpp) found there. The extensions are optional: if one cannot be compiled
 (no compiler, a broken toolchain), the package installs without it and runs on plain PyTorch.
@@ -10,7 +10,7 @@ import glob
 import os
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ext_modules, cmdclass = [], {}
 try:
@@ -37,10 +37,10 @@ try:
     def op_sources(*patterns):
         """Sources of every op folder matching `patterns`, sorted: a stable build order.
         Relative paths: setuptools wants them relative to setup.py."""
-        return sorted(path for pattern in patterns for path in glob.glob(f"lthfast/kernels/*/{pattern}"))
+        return sorted(path for pattern in patterns for path in glob.glob(f"lthfast/ops/kernels/*/{pattern}"))
 
     # Headers: listed so that editing one rebuilds its users, and so that an sdist ships them.
-    headers = sorted(glob.glob("lthfast/kernels/*.h") + glob.glob("lthfast/kernels/**/*.cuh", recursive=True))
+    headers = sorted(glob.glob("lthfast/ops/kernels/*.h") + glob.glob("lthfast/ops/kernels/**/*.cuh", recursive=True))
 
     ext_modules = [CppExtension(
         "lthfast._C",
@@ -69,9 +69,7 @@ except ImportError as exc:
           "lthfast's C++ extension is skipped.", file=sys.stderr)
 
 setup(
-    packages=["lthfast", "lthfast.kernels",
-              *(f"lthfast.kernels.{os.path.basename(os.path.dirname(p))}"
-                for p in sorted(glob.glob("lthfast/kernels/*/__init__.py")))],
+    packages=find_packages(include=["lthfast", "lthfast.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lthfast.hardware import device_name  # noqa: F401  (the benches record it)
+from lthfast.foundations.hardware import device_name  # noqa: F401  (the benches record it)
 
 
 def timed(fn, calls: int, device: torch.device) -> float:

@@ -64,7 +64,8 @@ class Check:
 
     def __init__(self, out: Path, budget: float, dry_run: bool):
         import torch
-        from lthfast.hardware import device_name
+
+        from lthfast.foundations.hardware import device_name
 
         self.out, self.budget, self.dry_run, self.start = out, budget, dry_run, time.monotonic()
         self.p = DRY if dry_run else FULL
@@ -123,8 +124,9 @@ class Check:
 
 def environment(check: Check) -> dict:
     import torch
-    from lthfast.kernels.backends import triton_available
     from torch.utils.cpp_extension import CUDA_HOME
+
+    from lthfast.ops.kernels.backends import triton_available
 
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0],
             "nvcc": shutil.which("nvcc"), "cuda_home": CUDA_HOME, "cpu_count": os.cpu_count()}
@@ -145,7 +147,7 @@ def build(check: Check) -> dict:
     result = check.run(cmd, 300, {"LTHFAST_BUILD_CUDA": "1", "MAX_JOBS": str(min(16, os.cpu_count() or 4))})
     probe = check.run([sys.executable, "-c", "import lthfast._cuda as c, lthfast._C as h; "
                        "print(sorted(n for n in dir(c) if not n.startswith('_')))"], 60)
-    from lthfast.kernels.backends import cpp_ops, cuda_ops
+    from lthfast.ops.kernels.backends import cpp_ops, cuda_ops
     cpp_ops.cache_clear(), cuda_ops.cache_clear()  # found now, not cached as absent
     if probe["returncode"] != 0:
         raise RuntimeError(f"the CUDA extension does not import after the build: {probe['output_tail'][-800:]}")
@@ -198,8 +200,15 @@ def pytest_result(check: Check) -> dict:
     return {"runs": results, "seconds_since_start": time.monotonic() - started}
 
 
-from gpu_check_parts import (compiled, interpolation, kernels, op_checks, smoke_study,  # noqa: E402
-                             stack_equivalence, stack_throughput)
+from gpu_check_parts import (  # noqa: E402
+    compiled,
+    interpolation,
+    kernels,
+    op_checks,
+    smoke_study,
+    stack_equivalence,
+    stack_throughput,
+)
 
 NEEDS = {"environment": 1, "build": 60, "pytest": 1, "op_checks": 15, "stack_equivalence": 20, "smoke_study": 90,
          "pytest_result": 5, "kernels": 20, "stack_throughput": 40, "interpolation": 20, "compiled": 60}

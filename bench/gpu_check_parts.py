@@ -8,7 +8,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-
 from common import timed
 
 
@@ -17,7 +16,7 @@ def _json(path):
 
 
 def _op_backends(check) -> list[str]:
-    from lthfast.kernels.backends import cpp_ops, cuda_ops, triton_available
+    from lthfast.ops.kernels.backends import cpp_ops, cuda_ops, triton_available
     own = ["cuda"] if check.device.type == "cuda" and cuda_ops() is not None else \
         (["cpp"] if check.device.type == "cpu" and cpp_ops() is not None else [])
     return own + (["triton"] if triton_available() else [])
@@ -80,9 +79,9 @@ def op_checks(check) -> dict:
 
 def _three_jobs(root, device: str):
     """Three small trainings with different masks, seeds, starts, lrs and lengths (as tests/test_stack.py)."""
-    from lthfast.config import TrainConfig
-    from lthfast.models import create_model, prunable_names
-    from lthfast.stack import TrainJob
+    from lthfast.config.runs import TrainConfig
+    from lthfast.models.families import create_model, prunable_names
+    from lthfast.training.stack import TrainJob
 
     base = dict(model="resnet8", width=8, data="synthetic", train_subset=120, batch_size=32, device=device,
                 precision="fp32")
@@ -100,11 +99,11 @@ def _three_jobs(root, device: str):
 def stack_equivalence(check, modes=("loop", "grouped", "streams"), compile_=False) -> dict:
     """The three trainings stacked in each mode against trained alone: max |difference| of
     every member's final weights and BatchNorm statistics, and its pruned weights zero."""
-    from lthfast.data import load_dataset
-    from lthfast.errors import LthError
-    from lthfast.stack import train_stack
-    from lthfast.storage import load_tensors
-    from lthfast.trainer import train
+    from lthfast.data.loading import load_dataset
+    from lthfast.foundations.errors import LthError
+    from lthfast.foundations.files import load_tensors
+    from lthfast.training.stack import train_stack
+    from lthfast.training.trainer import train
 
     device = str(check.device)
     data = load_dataset("synthetic", train_subset=120)
@@ -162,8 +161,9 @@ def kernels(check) -> dict:
     per-member-lr masked SGD call against one call per member."""
     import magnitude_prune as prune_bench
     import masked_sgd as sgd_bench
+
     from lthfast import ops
-    from lthfast.models import parameter_count
+    from lthfast.models.families import parameter_count
 
     dry, p, device = check.dry_run, check.p, check.device
     sgd_out, prune_out = check.tmp / "masked_sgd.json", check.tmp / "magnitude_prune.json"
@@ -198,7 +198,8 @@ def _throughput(check, precision: str, labelled_runs, ks) -> dict:
     """{label: {K: rows}} of bench/stack_throughput.measure for (label, modes, compile) runs, K by K,
     as long as the budget allows (K = 32 only where K = 21's peak memory says it fits)."""
     import stack_throughput as bench
-    from lthfast.config import TrainConfig
+
+    from lthfast.config.runs import TrainConfig
 
     p, device = check.p, check.device
     config = TrainConfig(model=p["model"], width=p["width"], batch_size=p["batch"], precision=precision,

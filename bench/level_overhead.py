@@ -31,11 +31,11 @@ import numpy as np
 import torch
 import torchvision.transforms.v2 as T
 
-from lthfast.config import TrainConfig
-from lthfast.data import MEAN, STD, synthetic
-from lthfast.imp import ImpConfig, ImpRun
-from lthfast.models import create_model, prunable_names
-from lthfast.storage import load_checkpoint, read_json
+from lthfast.config.runs import TrainConfig
+from lthfast.data.loading import MEAN, STD, synthetic
+from lthfast.foundations.files import load_checkpoint, read_json
+from lthfast.imp.driver import ImpConfig, ImpRun
+from lthfast.models.families import create_model, prunable_names
 
 BATCH = 128
 

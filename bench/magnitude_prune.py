@@ -30,11 +30,11 @@ import statistics
 
 import numpy as np
 import torch
-
 from common import device_name, run, save, timed
+
 from lthfast import ops
-from lthfast.kernels.backends import cpp_ops, cuda_ops, triton_available
-from lthfast.models import create_model, prunable_names
+from lthfast.models.families import create_model, prunable_names
+from lthfast.ops.kernels.backends import cpp_ops, cuda_ops, triton_available
 
 
 def setup(model_name: str, device: torch.device):

@@ -32,11 +32,11 @@ import math
 import statistics
 
 import torch
-
 from common import device_name, run, save, timed
+
 from lthfast import ops
-from lthfast.kernels.backends import cpp_ops, cuda_ops, triton_available
-from lthfast.models import create_model, prunable_names
+from lthfast.models.families import create_model, prunable_names
+from lthfast.ops.kernels.backends import cpp_ops, cuda_ops, triton_available
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
 SGD_BYTES, COPY_BYTES = 21, 8

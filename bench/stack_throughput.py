@@ -6,9 +6,9 @@ each network with its own seed, random 20%-density mask and learning rate, on ra
   separate  K stacks of one (the single trainer's step), trained one after another:
             the time of one step of every network is the sum of their step times
   loop, grouped (streams, graph on CUDA)
-            one stack of K networks (lthfast.stack_engines); one stack step trains each
+            one stack of K networks (lthfast.training.engines); one stack step trains each
             network on one batch
-  auto      the mode lthfast.stack_auto picks for this K (measured again here, and the
+  auto      the mode lthfast.training.auto picks for this K (measured again here, and the
             choice cached in LTHFAST_CACHE/stack_modes.json for later stacks); its figures
             are that mode's
 Reported per configuration: seconds for one step of all K networks, images/s of all K
@@ -25,11 +25,11 @@ from __future__ import annotations
 import statistics
 
 import torch
-
 from common import device_name, run, save
-from lthfast.config import TrainConfig
-from lthfast.stack_auto import choose_mode, stack_steps, time_steps
-from lthfast.stack_engines import CUDA_MODES
+
+from lthfast.config.runs import TrainConfig
+from lthfast.training.auto import choose_mode, stack_steps, time_steps
+from lthfast.training.engines import CUDA_MODES
 
 
 def _ints(value) -> list[int]:

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 import torchvision.transforms.v2 as T
 
-from lthfast.config import TrainConfig
-from lthfast.data import MEAN, STD, EpochPlan, synthetic
-from lthfast.models import create_model, prunable_names
-from lthfast.optim import MaskedSGD
-from lthfast.trainer import place_mask, train_step
+from lthfast.config.runs import TrainConfig
+from lthfast.data.loading import MEAN, STD, EpochPlan, synthetic
+from lthfast.models.families import create_model, prunable_names
+from lthfast.training.optim import MaskedSGD
+from lthfast.training.trainer import place_mask, train_step
 
 
 class _PerImageDataset(torch.utils.data.Dataset):

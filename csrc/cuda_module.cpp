@@ -1,5 +1,5 @@
 // Entry point of the CUDA extension lthfast._cuda: one register function per op with a CUDA
-// kernel, each defined beside its op in lthfast/kernels/<op>/cuda_binding.cpp (the torch
+// kernel, each defined beside its op in lthfast/ops/kernels/<op>/cuda_binding.cpp (the torch
 // binding) over <op>/cuda.cu (plain CUDA, compiled by nvcc on its own).
 #include <pybind11/pybind11.h>
 

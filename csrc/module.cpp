@@ -1,5 +1,5 @@
 // Entry point of the C++ extension lthfast._C: one register function per op, each defined
-// beside its op in lthfast/kernels/<op>/cpu.cpp (OpenMP CPU kernels).
+// beside its op in lthfast/ops/kernels/<op>/cpu.cpp (OpenMP CPU kernels).
 #include <pybind11/pybind11.h>
 
 namespace lthfast {

@@ -1,11 +1,11 @@
 """lthfast: fast, reproducible lottery-ticket research (IMP with rewinding on CIFAR-10).
 
-Library entry points: `lthfast.ops` (kernels), `lthfast.models`, `lthfast.data`,
-`lthfast.trainer`. The command line is `python -m lthfast`.
+Library entry points: `lthfast.ops` (kernels), `lthfast.models.families`, `lthfast.data.loading`,
+`lthfast.training.trainer`. The command line is `python -m lthfast`.
 """
 import importlib
 
-from lthfast.errors import LthError
+from lthfast.foundations.errors import LthError
 
 __version__ = "0.1.0"
 __all__ = ["ops", "LthError", "__version__"]

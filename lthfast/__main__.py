@@ -2,13 +2,13 @@
 SIGTERM at any moment ends with one line and exit status 130."""
 import sys
 
-from lthfast import signals
+from lthfast.foundations import signals
 
 
 def run() -> int:
     signals.install()
     try:
-        from lthfast.cli import main  # imports torch: seconds
+        from lthfast.cli.main import main  # imports torch: seconds
     except (signals.Stopped, KeyboardInterrupt) as exc:
         print(f"error: interrupted ({exc or 'SIGINT'}) while starting; nothing was written", file=sys.stderr)
         return 130

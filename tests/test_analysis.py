@@ -8,13 +8,18 @@ import sys
 import pytest
 import torch
 
-from lthfast import analysis, geometry, pruning, sublevel
-from lthfast.config import TrainConfig
-from lthfast.data import load_dataset
-from lthfast.errors import LthError
-from lthfast.config import ImpConfig
-from lthfast.imp import ImpRun
-from lthfast.storage import load_tensors, read_json
+from lthfast.config.analyses import SharpnessSettings, VolumeSettings
+from lthfast.config.runs import ImpConfig, TrainConfig
+from lthfast.data.loading import load_dataset
+from lthfast.foundations.errors import LthError
+from lthfast.foundations.files import load_tensors, read_json
+from lthfast.imp.driver import ImpRun
+from lthfast.landscape import curves as analysis
+from lthfast.landscape import sublevel
+from lthfast.landscape.runs import AnalysisRun
+from lthfast.landscape.sharpness import sharpness
+from lthfast.landscape.volume import volume
+from lthfast.pruning import masks as pruning
 
 TRAIN = dict(model="resnet8", data="synthetic", train_subset=256, batch_size=64, epochs=2,
              rewind_iter=2, eval_batch_size=256)
@@ -34,7 +39,7 @@ def run(tmp_path_factory):
     imp_run = make_run(root)
     imp_run.chain("imp", 2)
     imp_run.chain("oneshot", 1)
-    return analysis.Run(imp_run.dir, device="cpu")
+    return AnalysisRun(imp_run.dir, device="cpu")
 
 
 def test_solutions_are_named_by_strategy_and_level_or_folder(run):
@@ -57,7 +62,7 @@ def test_a_missing_solution_is_a_clear_error(run, spec, message):
 
 def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(LthError, match="not an IMP run folder"):
-        analysis.Run(tmp_path)
+        AnalysisRun(tmp_path)
 
 
 def test_curve_ends_are_the_stored_evaluations_and_self_barrier_is_zero(run):
@@ -92,7 +97,7 @@ def test_results_are_cached_until_forced(run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("recomputed a stored result")
 
-    monkeypatch.setattr("lthfast.landscape.interpolate_on", fail)
+    monkeypatch.setattr("lthfast.landscape.points.interpolate_on", fail)
     again = analysis.interpolation(run, a, b, settings)
     assert again["created"] == first["created"] and again["result"] == first["result"]
     other = analysis.CurveSettings(points=3, train_images=32, test_images=32, bn_batches=1)
@@ -124,7 +129,7 @@ def test_matching_uses_the_standard_deviation_over_seeds(run, tmp_path):
     shutil.copytree(run.folder, root / run.folder.name)
     second = make_run(root, seed=1)
     second.chain("imp", 1)
-    match = sublevel.matching(analysis.Run(root / run.folder.name, device="cpu"))
+    match = sublevel.matching(AnalysisRun(root / run.folder.name, device="cpu"))
     dense = [read_json(f / "level_00" / "level.json")["test_accuracy"] for f in sorted(root.glob("imp_*"))]
     assert match["seeds"] == 2
     assert match["dense_accuracy_std"] == pytest.approx(torch.tensor(dense).std().item(), rel=1e-6)
@@ -135,8 +140,8 @@ def test_matching_uses_the_standard_deviation_over_seeds(run, tmp_path):
 
 def test_volume_radii_bound_the_loss_level_and_count_unpruned_dimensions(run):
     solution = run.solution("imp:2")
-    settings = geometry.VolumeSettings(directions=3, train_images=64, bisections=4, delta=0.2)
-    v = geometry.volume(run, solution, settings)["result"]
+    settings = VolumeSettings(directions=3, train_images=64, bisections=4, delta=0.2)
+    v = volume(run, solution, settings)["result"]
     _, mask = solution.load()
     assert v["dimension"] == pruning.kept_count(mask)
     assert len(v["radii"]) == 3 and all(0 < r < math.inf for r in v["radii"])
@@ -145,8 +150,8 @@ def test_volume_radii_bound_the_loss_level_and_count_unpruned_dimensions(run):
 
 def test_sharpness_is_finite_and_restricted_to_unpruned_weights(run):
     solution = run.solution("imp:1")
-    settings = geometry.SharpnessSettings(images=64, products=40, lanczos_vectors=8, trace_samples=3)
-    s = geometry.sharpness(run, solution, settings)["result"]
+    settings = SharpnessSettings(images=64, products=40, lanczos_vectors=8, trace_samples=3)
+    s = sharpness(run, solution, settings)["result"]
     assert s["images"] == 64 and s["dimension"] == pruning.kept_count(solution.load()[1])
     assert math.isfinite(s["top_eigenvalue"]) and s["hessian_vector_products"] <= 40 + 8 + 2
     assert s["lambda_min"] <= s["top_eigenvalue"] and math.isfinite(s["trace"])

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lthfast import cli, storage
-from lthfast.config import ImpConfig, TrainConfig
-from lthfast.data import load_dataset
-from lthfast.errors import LthError
-from lthfast.geometry import SharpnessSettings, VolumeSettings
-from lthfast.analysis import CurveSettings
-from lthfast.storage import load_tensors
-from lthfast.study_config import preset_config
-from lthfast.trainer import train
+from lthfast.cli import main as cli
+from lthfast.config.analyses import CurveSettings, SharpnessSettings, VolumeSettings
+from lthfast.config.runs import ImpConfig, TrainConfig
+from lthfast.data.loading import load_dataset
+from lthfast.foundations import files as storage
+from lthfast.foundations.errors import LthError
+from lthfast.foundations.files import load_tensors
+from lthfast.study.presets import preset_config
+from lthfast.training.trainer import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v0"
 SMALL = ["--model", "resnet8", "--width", "8", "--data", "synthetic", "--train-subset", "64", "--batch-size", "32",

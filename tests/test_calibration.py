@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 
-from lthfast import calibration
-from lthfast.config import TrainConfig
+from lthfast.config.runs import TrainConfig
+from lthfast.study import calibration
 
 TINY = TrainConfig(model="resnet8", width=4, batch_size=8, precision="fp32", device="cpu")
 

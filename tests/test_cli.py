@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lthfast.storage import load_tensors
+from lthfast.foundations.files import load_tensors
 
 SMALL = ["--model", "resnet8", "--data", "synthetic", "--train-subset", "256", "--batch-size", "64"]
 
@@ -104,8 +104,8 @@ def test_every_config_field_is_a_train_flag_with_the_same_default():
     import inspect
     from dataclasses import fields
 
-    from lthfast.cli import train
-    from lthfast.config import TrainConfig
+    from lthfast.cli.main import train
+    from lthfast.config.runs import TrainConfig
 
     params = inspect.signature(train).parameters
     for f in fields(TrainConfig):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lthfast import claims
-from lthfast.report import write_report
+from lthfast.report.markdown import write_report
+from lthfast.store import claims
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v0"
 
@@ -77,7 +77,8 @@ def test_a_signal_held_by_a_deferred_block_that_never_checks_it_still_ends_with_
     """The audit saw `study --dry-run` exit 0 after a SIGTERM: a signal that a deferred block
     (or a library's `except BaseException`) held without acting on it must still stop the
     command with one line and exit 130."""
-    from lthfast import cli, signals
+    from lthfast.cli import main as cli
+    from lthfast.foundations import signals
 
     def probe():
         with signals.deferred():  # no `after`, no check: the signal is only recorded

@@ -9,12 +9,13 @@ import warnings
 import pytest
 import torch
 
-from lthfast import cli, store
-from lthfast.config import ImpConfig, TrainConfig
-from lthfast.data import load_dataset
-from lthfast.errors import LthError
-from lthfast.imp import ImpRun
-from lthfast.storage import load_tensors, read_json
+from lthfast.cli import main as cli
+from lthfast.config.runs import ImpConfig, TrainConfig
+from lthfast.data.loading import load_dataset
+from lthfast.foundations.errors import LthError
+from lthfast.foundations.files import load_tensors, read_json
+from lthfast.imp.driver import ImpRun
+from lthfast.store import layout as store
 
 TRAIN = dict(model="resnet8", width=8, data="synthetic", train_subset=64, batch_size=32, epochs=2, rewind_iter=1)
 

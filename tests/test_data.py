@@ -3,9 +3,16 @@ import pytest
 import torch
 from PIL import Image
 
-from lthfast.data import (CIFAR10_CLASSES, EpochPlan, augment, balanced_subset, load_dataset,
-                          normalize, synthetic)
-from lthfast.errors import LthError
+from lthfast.data.loading import (
+    CIFAR10_CLASSES,
+    EpochPlan,
+    augment,
+    balanced_subset,
+    load_dataset,
+    normalize,
+    synthetic,
+)
+from lthfast.foundations.errors import LthError
 
 
 def reference_augment(x, offsets, flips):

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lthfast.executors import Execution, batches, execute, waves
-from lthfast.study import Study
-from lthfast.study_config import preset_config
+from lthfast.study.dryrun import waves
+from lthfast.study.executors import Execution
+from lthfast.study.plan import Study
+from lthfast.study.presets import preset_config
+from lthfast.study.scheduler import batches, execute
 
 # One seed, one level, the smoke preset's tiny ResNet: every job kind in seconds.
 SMALL = dict(seeds=(0,), levels=1, rewind_zero=False, volume_directions=1, sharpness_levels=())
@@ -66,7 +68,7 @@ def test_stacks_of_four_store_the_numbers_of_stacks_of_one(alone, tmp_path):
     run(grouped, Execution(stack=4, stack_mode="grouped"))
     got, expected = stored(grouped), stored(alone)
     assert got.keys() == expected.keys()
-    for key in expected:  # grouped: within the stated tolerance of lthfast.stack
+    for key in expected:  # grouped: within the stated tolerance of lthfast.training.stack
         if key.endswith("level.json"):
             assert got[key]["test_accuracy"] == pytest.approx(expected[key]["test_accuracy"], abs=0.05), key
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lthfast.flat import FlatParameters
-from lthfast.models import create_model, prunable_names
-from lthfast.optim import MaskedSGD
+from lthfast.models.families import create_model, prunable_names
+from lthfast.training.flat import FlatParameters
+from lthfast.training.optim import MaskedSGD
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])

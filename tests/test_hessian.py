@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from lthfast.hessian import distance, extreme_eigenvalues, hessian_vector_product, hutchinson_trace
+from lthfast.landscape.curves import l2_distance as distance
+from lthfast.landscape.hessian import extreme_eigenvalues, hessian_vector_product, hutchinson_trace
 
 
 def quadratic(matrix):
@@ -110,8 +111,8 @@ def test_distance_over_unpruned_weights():
 
 
 def test_model_hessian_in_chunks_equals_one_chunk_and_keeps_pruned_weights_still():
-    from lthfast.hessian import model_loss
-    from lthfast.models import create_model, prunable_names
+    from lthfast.landscape.hessian import model_loss
+    from lthfast.models.families import create_model, prunable_names
 
     model = create_model("resnet8", width=4, seed=0).double()
     names = prunable_names(model)

@@ -3,14 +3,13 @@ import json
 import pytest
 import torch
 
-from lthfast.config import TrainConfig
-from lthfast.data import load_dataset
-from lthfast.errors import LthError
-from lthfast.config import ImpConfig
-from lthfast.imp import ImpRun
-from lthfast.store import Store
-from lthfast import pruning
-from lthfast.storage import load_tensors
+from lthfast.config.runs import ImpConfig, TrainConfig
+from lthfast.data.loading import load_dataset
+from lthfast.foundations.errors import LthError
+from lthfast.foundations.files import load_tensors
+from lthfast.imp.driver import ImpRun
+from lthfast.pruning import masks as pruning
+from lthfast.store.layout import Store
 
 # 256 synthetic images, batch 64: 4 steps an epoch; rewind at iteration 2 of 12.
 TRAIN = dict(model="resnet8", data="synthetic", train_subset=256, batch_size=64, epochs=3,

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from lthfast.config import TrainConfig
-from lthfast.data import synthetic
-from lthfast.landscape import EvalSettings, barrier, interpolate
-from lthfast.models import create_model
-from lthfast.stacked import load_points, split_logits, stack_model
-from lthfast.evaluation import evaluate, recompute_batchnorm
+from lthfast.config.runs import TrainConfig
+from lthfast.data.loading import synthetic
+from lthfast.landscape.points import EvalSettings, barrier, interpolate
+from lthfast.models.families import create_model
+from lthfast.models.stacked import load_points, split_logits, stack_model
+from lthfast.training.evaluation import evaluate, recompute_batchnorm
 
 CPU = torch.device("cpu")
 
@@ -80,7 +80,7 @@ def test_barrier_definition():
 
 @pytest.mark.parametrize("stack", ["grouped", "loop"])
 def test_points_along_directions_equal_point_by_point(stack):
-    from lthfast.landscape import along_directions
+    from lthfast.landscape.points import along_directions
 
     data = synthetic(256, 100)
     theta = create_model("resnet8", seed=0).state_dict()

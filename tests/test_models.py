@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lthfast.errors import LthError
-from lthfast.models import create_model, parse_model_name, prunable_names
+from lthfast.foundations.errors import LthError
+from lthfast.models.families import create_model, parse_model_name, prunable_names
 
 
 def count(model):

@@ -1,6 +1,6 @@
-"""apply_mask_ (lthfast/kernels/apply_mask/) against its reference on every backend, its
+"""apply_mask_ (lthfast/ops/kernels/apply_mask/) against its reference on every backend, its
 torch.library registration, and the backend selection shared by all ops
-(lthfast/kernels/backends.py)."""
+(lthfast/ops/kernels/backends.py)."""
 import ast
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lthfast import ops
-from lthfast.extension import cpp_ops, triton_available
+from lthfast.ops.extension import cpp_ops, triton_available
 
 BACKENDS = ["torch",
             pytest.param("cpp", marks=pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built")),
@@ -91,11 +91,11 @@ def test_backends_are_owned_by_the_ops_layer():
 
 
 def test_kernels_import_no_higher_layer():
-    """lthfast.ops and lthfast/kernels import only the kernels and the extension modules, so
+    """lthfast.ops and lthfast/ops/kernels import only the kernels and the extension modules, so
     that config (which imports BACKENDS from ops) and the trainer may import them freely."""
     root = Path(__file__).resolve().parents[1] / "lthfast"
-    allowed = ("lthfast.kernels", "lthfast._C", "lthfast._cuda")
-    for path in [root / "ops.py", root / "extension.py", *sorted((root / "kernels").rglob("*.py"))]:
+    allowed = ("lthfast.ops", "lthfast._C", "lthfast._cuda")
+    for path in sorted((root / "ops").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
@@ -122,7 +122,7 @@ def test_missing_extension_warns_once_and_falls_back_to_torch(monkeypatch):
     import sys
     import warnings
 
-    from lthfast import extension
+    from lthfast.ops import extension
 
     extension.cpp_ops.cache_clear()
     monkeypatch.setitem(sys.modules, "lthfast._C", None)  # import now raises ImportError

@@ -1,4 +1,4 @@
-"""The CUDA extension's sources (lthfast/kernels/<op>/cuda.cu and cuda_binding.cpp for
+"""The CUDA extension's sources (lthfast/ops/kernels/<op>/cuda.cu and cuda_binding.cpp for
 masked_sgd and magnitude_prune, csrc/cuda_module.cpp) compile, and where a GPU is visible
 the built extension lthfast._cuda agrees with pure-torch references.
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ROOT / "lthfast" / "kernels"
+OPS = ROOT / "lthfast" / "ops" / "kernels"
 KERNELS = [OPS / "masked_sgd" / "cuda.cu", OPS / "magnitude_prune" / "cuda.cu"]
 BINDINGS = [ROOT / "csrc" / "cuda_module.cpp", OPS / "masked_sgd" / "cuda_binding.cpp",
             OPS / "magnitude_prune" / "cuda_binding.cpp"]

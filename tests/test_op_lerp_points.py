@@ -1,10 +1,10 @@
-"""lerp_points (lthfast/kernels/lerp_points/): every backend against the reference, exact at
+"""lerp_points (lthfast/ops/kernels/lerp_points/): every backend against the reference, exact at
 both ends, and the torch.library registration (lerp_points, lerp_points_out) under opcheck."""
 import pytest
 import torch
 
 from lthfast import ops
-from lthfast.extension import cpp_ops, triton_available
+from lthfast.ops.extension import cpp_ops, triton_available
 
 FAST = [pytest.param("cpp", marks=pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built")),
         pytest.param("triton", marks=pytest.mark.skipif(not triton_available(), reason="no Triton"))]

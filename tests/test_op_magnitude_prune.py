@@ -1,12 +1,12 @@
-"""magnitude_prune (lthfast/kernels/magnitude_prune/): every backend gives the reference's
+"""magnitude_prune (lthfast/ops/kernels/magnitude_prune/): every backend gives the reference's
 mask exactly, the reference equals an independent full sort, and the torch.library
 registration passes opcheck."""
 import pytest
 import torch
 
 from lthfast import ops
-from lthfast.extension import cpp_ops, triton_available
 from lthfast.ops import magnitude_prune, magnitude_prune_reference
+from lthfast.ops.extension import cpp_ops, triton_available
 
 FAST = [pytest.param("cpp", marks=pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built")),
         pytest.param("triton", marks=pytest.mark.skipif(not triton_available(), reason="no Triton"))]

@@ -1,4 +1,4 @@
-"""masked_sgd_ (lthfast/kernels/masked_sgd/): every backend against the plain-PyTorch
+"""masked_sgd_ (lthfast/ops/kernels/masked_sgd/): every backend against the plain-PyTorch
 reference and torch.optim.SGD, one learning rate per member, the torch.library
 registration (opcheck) and a ResNet-20 step with the op under torch.compile."""
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lthfast import ops
-from lthfast.extension import cpp_ops, triton_available
+from lthfast.ops.extension import cpp_ops, triton_available
 
 CPP = pytest.param("cpp", marks=pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built"))
 TRITON = pytest.param("triton", marks=pytest.mark.skipif(not triton_available(), reason="no Triton"))
@@ -206,8 +206,8 @@ def test_resnet20_step_with_the_op_under_torch_compile_matches_eager():
     import torch.nn.functional as F
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    from lthfast.models import create_model, prunable_names
-    from lthfast.optim import MaskedSGD
+    from lthfast.models.families import create_model, prunable_names
+    from lthfast.training.optim import MaskedSGD
 
     def build():
         model = create_model("resnet20", seed=0)

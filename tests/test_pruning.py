@@ -1,11 +1,22 @@
 import pytest
 import torch
 
-from lthfast.errors import LthError
-from lthfast.models import create_model, prunable_names
-from lthfast.pruning import (collapsed_layers, dense_mask, density, kept_count, layer_densities,
-                             pack, prune_magnitude, prune_random,
-                             target_kept, total_count, unpack, apply_mask_to_weights)
+from lthfast.foundations.errors import LthError
+from lthfast.models.families import create_model, prunable_names
+from lthfast.pruning.masks import (
+    apply_mask_to_weights,
+    collapsed_layers,
+    dense_mask,
+    density,
+    kept_count,
+    layer_densities,
+    pack,
+    prune_magnitude,
+    prune_random,
+    target_kept,
+    total_count,
+    unpack,
+)
 
 
 def resnet_weights(seed=0):

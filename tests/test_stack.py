@@ -1,4 +1,4 @@
-"""Stacked training (lthfast.stack): K trainings together equal K separate runs.
+"""Stacked training (lthfast.training.stack): K trainings together equal K separate runs.
 
 The trainings run on the default device (CUDA where there is one: bench/gpu_check.py runs
 this file on a GPU); the single-step comparisons and the CPU-only checks pin the CPU.
@@ -18,17 +18,17 @@ import pytest
 import torch
 
 from lthfast import ops
-from lthfast.config import TrainConfig
-from lthfast.data import Dataset, EpochPlan, load_dataset
-from lthfast.errors import Interrupted, LthError
-from lthfast.models import create_model, prunable_names
-from lthfast.optim import StackedMaskedSGD
-from lthfast.stack import TrainJob, train_stack
-from lthfast.stack_auto import choose_mode
-from lthfast.stack_engines import make_engine
-from lthfast.stack_member import place_mask
-from lthfast.storage import load_tensors, read_json
-from lthfast.trainer import train
+from lthfast.config.runs import TrainConfig
+from lthfast.data.loading import Dataset, EpochPlan, load_dataset
+from lthfast.foundations.errors import Interrupted, LthError
+from lthfast.foundations.files import load_tensors, read_json
+from lthfast.models.families import create_model, prunable_names
+from lthfast.training.auto import choose_mode
+from lthfast.training.engines import make_engine
+from lthfast.training.member import place_mask
+from lthfast.training.optim import StackedMaskedSGD
+from lthfast.training.stack import TrainJob, train_stack
+from lthfast.training.trainer import train
 
 BASE = dict(model="resnet8", width=8, data="synthetic", train_subset=120, batch_size=32, eval_batch_size=256,
             precision="fp32")
@@ -278,7 +278,7 @@ def test_cuda_modes_are_an_error_on_the_cpu(tmp_path, mode):
 
 
 def test_auto_measures_once_per_shape_and_caches_its_choice(tmp_path, monkeypatch):
-    import lthfast.stack_auto as auto
+    import lthfast.training.auto as auto
     config = TrainConfig(**{**BASE, "batch_size": 16})
     mode = choose_mode(config, 2, torch.device("cpu"))
     cache = read_json(tmp_path / "cache" / "stack_modes.json")

@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from lthfast.errors import LthError
-from lthfast.executors import Execution, execute
-from lthfast.report import write_report
-from lthfast.stats import CANNOT_TELL, DOES_NOT, NOT_MEASURED, SUPPORTS
-from lthfast.study import Study
-from lthfast.study_config import preset_config
+from lthfast.foundations.errors import LthError
+from lthfast.foundations.stats import CANNOT_TELL, DOES_NOT, NOT_MEASURED, SUPPORTS
+from lthfast.report.markdown import write_report
+from lthfast.study.executors import Execution
+from lthfast.study.plan import Study
+from lthfast.study.presets import preset_config
+from lthfast.study.scheduler import execute
 
 FIGURES = ["accuracy_vs_density", "baseline_loss_vs_density", "successive", "prune_path", "from_baseline",
            "sublevel"]
@@ -64,7 +65,9 @@ def test_smoke_study_writes_every_section_figure_and_finding(smoke):
 
 
 def test_a_study_without_sharpness_shows_no_empty_sharpness_columns_or_panels(smoke, tmp_path, monkeypatch):
-    from lthfast import figures, plots, report
+    from lthfast.landscape import plots
+    from lthfast.report import figures
+    from lthfast.report import markdown as report
     root, _ = smoke
     geometry = json.loads((root / "report" / "results.json").read_text())["rewinds"]["2"]["geometry"]
     measured = report._geometry_table(geometry, "R = 2")
@@ -208,7 +211,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     (["--preset", "smoke", "--strategies", "imp,bogus"], "unknown strategy 'bogus'"),
     (["--preset", "smoke", "--strategies", "oneshot"], "must include imp"),
     (["--preset", "smoke", "--seeds", "a,b"], "--seeds must be a comma-separated list"),
-    (["--preset", "smoke", "--curve-points", "1"], "--curve-points must be an integer >= 2"),  # issue 12: the flag as typed
+    (["--preset", "smoke", "--curve-points", "1"], "--curve-points must be an integer >= 2"),  # the flag as typed
 ])
 def test_bad_study_flags_are_one_line_errors(args, message, tmp_path):
     out = subprocess.run([sys.executable, "-m", "lthfast", "study", *args, "--root", str(tmp_path), "--dry-run"],
@@ -224,14 +227,14 @@ def test_report_without_a_study_is_a_one_line_error(tmp_path):
 
 def test_presets_cover_the_study_and_flags_override_them():
     paper = preset_config("paper-resnet20")
-    assert paper.seeds == (0, 1, 2) and 0.02 < 0.8 ** paper.levels < 0.04 and paper.epochs == 160
+    assert paper.seeds == (0, 1, 2) and 0.02 < 0.8 ** paper.levels < 0.04 and paper.train.epochs == 160
     assert paper.rewind_iter == 2000 and paper.rewinds() == [2000, 0]
     assert preset_config("paper-vgg16").rewind_iter == 1000
     cpu = preset_config("cpu", levels=2)
-    assert cpu.levels == 2 and cpu.train_subset == 5000
-    assert not [j for j in Study(cpu, "/nonexistent").plan() if j.kind == "sharpness"]  # issue 14: none on a CPU
+    assert cpu.levels == 2 and cpu.train.train_subset == 5000
+    assert not [j for j in Study(cpu, "/nonexistent").plan() if j.kind == "sharpness"]  # none on a CPU preset
     chosen = preset_config("cpu", levels=2, sharpness_levels=(0, -1))
     sharpness = [j.key for j in Study(chosen, "/nonexistent").plan() if j.kind == "sharpness"]
     assert sharpness == ["seed0/R40/sharpness imp:0", "seed0/R40/sharpness imp:2"]  # first and last level
-    with pytest.raises(LthError, match="--sharpness-images"):  # issue 12: the flag as typed
+    with pytest.raises(LthError, match="--sharpness-images"):  # the flag as typed
         preset_config("cpu", sharpness_images=0)

@@ -3,13 +3,13 @@ import json
 import pytest
 import torch
 
-from lthfast.config import TrainConfig
-from lthfast.data import load_dataset
-from lthfast.errors import LthError
-from lthfast.models import create_model, prunable_names
-from lthfast.store import Store
-from lthfast.storage import load_tensors, read_json
-from lthfast.trainer import learning_rate, train, train_run
+from lthfast.config.runs import TrainConfig
+from lthfast.data.loading import load_dataset
+from lthfast.foundations.errors import LthError
+from lthfast.foundations.files import load_tensors, read_json
+from lthfast.models.families import create_model, prunable_names
+from lthfast.store.layout import Store
+from lthfast.training.trainer import learning_rate, train, train_run
 
 # 256 synthetic images at batch 64: 4 steps an epoch, a few seconds a run on a laptop CPU.
 SMALL = dict(model="resnet8", data="synthetic", train_subset=256, batch_size=64, epochs=3,

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lthfast.volume import basin_radii, log_volume, random_directions
+from lthfast.landscape.volume import basin_radii, log_volume, random_directions
 
 
 def test_radii_of_a_quadratic_bowl_match_the_analytic_ones():
@@ -51,10 +51,10 @@ def test_directions_stay_in_the_unpruned_weights_at_theta_scale():
 
 
 def test_radii_on_a_real_model_bracket_the_loss_level():
-    from lthfast.data import synthetic
-    from lthfast.landscape import EvalSettings, along_directions
-    from lthfast.models import create_model, prunable_names
-    from lthfast.volume import model_losses_at
+    from lthfast.data.loading import synthetic
+    from lthfast.landscape.points import EvalSettings, along_directions
+    from lthfast.landscape.volume import model_losses_at
+    from lthfast.models.families import create_model, prunable_names
 
     data = synthetic(64, 64)
     model = create_model("resnet8", width=4, seed=0)

@@ -1,0 +1,1 @@
+"""Foundations every layer uses: errors, typed settings, atomic files, signals, the device, seed statistics."""

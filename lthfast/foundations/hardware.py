@@ -1,0 +1,88 @@
+"""The device lthfast runs on: resolving `--device`, its name (recorded beside every
+timing) and the memory layout that is fastest there."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+from lthfast.foundations.errors import LthError
+
+
+def check_device(name: str) -> str:
+    """`name` if it is a device lthfast runs on (auto, cpu or cuda[:N]), else a one-line LthError."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(name)):
+        raise LthError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return name
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` (CUDA if available, else CPU), `cpu` or `cuda[:N]`; LthError for any other name,
+    or if CUDA is asked for and absent."""
+    if check_device(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LthError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def channels_last(width: int, device: torch.device, setting: bool | None = None) -> bool:
+    """Whether models of base width `width` run channels_last on `device` (setting None: where
+    faster). Measured faster on the CPU (bench/train_throughput.py) and usual on GPUs; except
+    below width 8 on the CPU, where oneDNN's channels_last backward hangs or dies with a bus
+    error (torch 2.14.1, ResNet-8 at width 4)."""
+    if setting is None:
+        return device.type != "cpu" or width >= 8
+    return bool(setting)
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name of `device`: the GPU's, or the CPU model and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"CPU {name}, {torch.get_num_threads()} threads"
+
+
+def total_memory() -> int:
+    """Bytes of physical RAM plus the largest visible GPU's memory (an upper bound on what a
+    training could use)."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    gpu = max((torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())),
+              default=0)
+    return ram + gpu
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (from /proc/cpuinfo; empty where it does not exist)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 natively: a CUDA device with bf16, or a CPU with AMX-BF16
+    or AVX512-BF16 (elsewhere bf16 is emulated, and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto": bf16 (autocast) where the device runs it natively, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(resolve_device(device)) else "fp32"

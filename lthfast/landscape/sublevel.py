@@ -1,0 +1,87 @@
+"""The loss sublevel set S(eps) = {theta : train loss(theta) <= eps} over a run's solutions
+and baselines, and matching (docs/protocol.md), read from the stored level records.
+
+Matching: a sparse network matches if its test accuracy is within one standard deviation
+(over seeds) of the dense network's. Default eps: the largest train loss among the IMP
+solutions up to the last matching level, times (1 + eps_margin).
+"""
+from __future__ import annotations
+
+from lthfast.foundations import stats
+from lthfast.foundations.settings import number
+from lthfast.landscape.runs import AnalysisRun, cached
+from lthfast.pruning import strategies
+
+
+def matching(run: AnalysisRun) -> dict:
+    """Which IMP levels match the dense network. Needs two seeds or more (the runs beside
+    `run` that differ in the seed alone); with one, the standard deviation, and so
+    matching, is undetermined."""
+    runs = run.seed_runs()
+    dense = [r.record("imp", 0)["test_accuracy"] for r in runs if 0 in r.levels("imp")]
+    result = {"seeds": len(dense), "dense_accuracy_mean": stats.mean(dense), "dense_accuracy_std": stats.std(dense),
+              "levels": {}, "last_matching_level": None}
+    for level in run.levels("imp"):
+        accuracies = [r.record("imp", level)["test_accuracy"] for r in runs if level in r.levels("imp")]
+        mean = stats.mean(accuracies)
+        matches = None if len(dense) < 2 else bool(mean >= result["dense_accuracy_mean"] - result["dense_accuracy_std"])
+        result["levels"][str(level)] = {"accuracy_mean": mean, "seeds": len(accuracies), "matches": matches}
+    if len(dense) >= 2:
+        matched = [int(k) for k, v in result["levels"].items() if v["matches"]]
+        result["last_matching_level"] = max(matched) if matched else None
+    return result
+
+
+def settings_of(run: AnalysisRun, eps: float | None, eps_margin: float) -> dict:
+    """The cache key of a sublevel table: its settings, the finished levels it covers and,
+    when matching has two seeds or more to use, which seeds (their dense networks set eps):
+    the table is computed again when another seed's run arrives beside this one."""
+    key = {"eps": eps, "eps_margin": eps_margin, "levels": {s: run.levels(s) for s in strategies.STRATEGIES}}
+    seeds = sorted(r.config.train.seed for r in run.seed_runs() if r.level("imp", 0).finished())
+    return {**key, "matching_seeds": seeds} if len(seeds) > 1 else key
+
+
+def table(run: AnalysisRun, eps: float | None = None, eps_margin: float = 0.1, force: bool = False) -> dict:
+    """Train loss of every solution and baseline of the run (all strategies), the threshold
+    eps and which lie in S(eps). With one seed (matching undetermined) the default eps uses
+    every finished IMP level, and the result says so."""
+    if eps is not None:
+        eps = number("--eps", eps, positive=True)
+    eps_margin = number("--eps-margin", eps_margin, minimum=0)
+
+    def build():
+        match = matching(run)
+        imp_levels = run.levels("imp")
+        if eps is not None:
+            threshold, rule = float(eps), "given"
+        else:
+            last = match["last_matching_level"]
+            upto = imp_levels if last is None else [k for k in imp_levels if k <= last]
+            threshold = max(run.record("imp", k)["train_loss"] for k in upto) * (1 + eps_margin)
+            rule = (f"max IMP train loss over levels {upto[0]}..{upto[-1]} x (1 + {eps_margin})"
+                    + (" (one seed: matching undetermined, every finished IMP level used)" if last is None
+                       and match["seeds"] < 2 else ""))
+        rows = []
+        for strategy in strategies.STRATEGIES:
+            for level in run.levels(strategy):
+                if level == 0 and strategy != "imp":
+                    continue
+                r = run.record(strategy, level)
+                rows.append(_row(f"{strategy}:{level}", strategy, level, r["density"], "solution", r["train_loss"],
+                                 None, threshold))
+                if r.get("baseline"):
+                    b = r["baseline"]
+                    rows.append(_row(f"{strategy}:{level}:baseline", strategy, level, r["density"], "baseline",
+                                     b["train_loss"], b.get("train_loss_bn_recomputed"), threshold))
+        return {"eps": threshold, "eps_rule": rule, "matching": match, "rows": rows,
+                "train_images": run.config.eval_train_images}
+
+    return cached(run, "sublevel", [], settings_of(run, eps, eps_margin), build, force, name="run")
+
+
+def _row(label, strategy, level, density, kind, loss, loss_recomputed, eps) -> dict:
+    row = {"label": label, "strategy": strategy, "level": level, "density": density, "kind": kind,
+           "train_loss": loss, "inside": loss <= eps}
+    if loss_recomputed is not None:
+        row.update(train_loss_bn_recomputed=loss_recomputed, inside_bn_recomputed=loss_recomputed <= eps)
+    return row

@@ -1,0 +1,132 @@
+"""The table of model families: a model name (`resnet20`, `vgg16`, ...) finds its family here.
+
+A family is one module (lthfast.models.resnet, lthfast.models.vgg) ending with one
+`register(...)` call; everything that depends on the family (which class is built, the
+default width, the late rewind point, whether the last layer is pruned, the error for a
+bad depth) is read from its entry, never from an if/else on the family's name.
+
+Invariants:
+  - a name maps to the first registered family whose pattern matches the whole lowercased
+    name; the unknown-name error lists every family's examples and forms
+    (tests/test_models.py::test_bad_model_names);
+  - the entry of a family registered outside the package (a test) behaves as a built-in's
+    (tests/test_registries.py::test_a_registered_model_family_trains_prunes_and_interpolates).
+
+Tests register a family for their own duration by replacing FAMILIES with a copy first:
+    monkeypatch.setattr(lthfast.models.registry, "FAMILIES", dict(lthfast.models.registry.FAMILIES))
+so every lookup here reads the module-level FAMILIES at call time (the views below included).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from lthfast.foundations.errors import LthError
+
+NUM_CLASSES = 10  # CIFAR-10's: the class count a model gets when none is given
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One family of models.
+
+    name: the family's name ("resnet"): the key of FAMILIES and what parse_model_name returns.
+    pattern: a regular expression with exactly one group, matched against the whole lowercased
+        model name; the group (digits) is the integer `depth` passed to `build` ("resnet(\\d+)").
+    build: (depth, width, num_classes) -> an uninitialized nn.Module taking float32 images
+        (B, 3, H, W) to logits (B, num_classes); lthfast.models.families.initialize initializes it.
+    default_width: the width used when none is given.
+    rewind_iter: the late rewind point (iterations) of IMP when none is given.
+    check_depth: raises a one-line LthError for a depth the family cannot build (None: any depth).
+    examples: model names listed by the unknown-name error ("resnet20", "resnet32").
+    form: how the family's names look, for that error ("resnet<6n+2>").
+    prune_last_layer: whether the final linear layer ("fc.weight") is prunable by default.
+    """
+    name: str
+    pattern: str
+    build: Callable[[int, int, int], nn.Module]
+    default_width: int
+    rewind_iter: int
+    check_depth: Callable[[int], None] | None = None
+    examples: tuple[str, ...] = ()
+    form: str = ""
+    prune_last_layer: bool = True
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register(name: str, *, pattern: str, build: Callable[[int, int, int], nn.Module], default_width: int,
+             rewind_iter: int, check_depth: Callable[[int], None] | None = None, examples: tuple[str, ...] = (),
+             form: str = "", prune_last_layer: bool = True) -> ModelFamily:
+    """Add a family to FAMILIES (fields as ModelFamily's) and return its entry.
+
+    Errors: ValueError if the name is taken, the pattern does not compile or has other than
+    one group, or default_width or rewind_iter is not a non-negative int (width: positive)."""
+    if name in FAMILIES:
+        raise ValueError(f"model family {name!r} is already registered")
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as exc:
+        raise ValueError(f"pattern {pattern!r} of model family {name!r} does not compile: {exc}") from None
+    if groups != 1:
+        raise ValueError(f"pattern {pattern!r} of model family {name!r} must have exactly one group (the depth)")
+    if not isinstance(default_width, int) or isinstance(default_width, bool) or default_width < 1:
+        raise ValueError(f"default_width of model family {name!r} must be a positive int, got {default_width!r}")
+    if not isinstance(rewind_iter, int) or isinstance(rewind_iter, bool) or rewind_iter < 0:
+        raise ValueError(f"rewind_iter of model family {name!r} must be an int >= 0, got {rewind_iter!r}")
+    entry = ModelFamily(name, pattern, build, default_width, rewind_iter, check_depth, tuple(examples),
+                        form or name + "<n>", prune_last_layer)
+    FAMILIES[name] = entry
+    return entry
+
+
+def lookup(name: str) -> tuple[ModelFamily, int]:
+    """(family entry, depth) of a model name such as resnet20 or vgg16.
+
+    Errors: LthError (one line) for a name no family matches, listing the known models,
+    or the family's own error for a depth it cannot build."""
+    lowered = str(name).lower()
+    for family in FAMILIES.values():
+        match = re.fullmatch(family.pattern, lowered)
+        if match:
+            depth = int(match.group(1))
+            if family.check_depth is not None:
+                family.check_depth(depth)
+            return family, depth
+    known = [example for family in FAMILIES.values() for example in family.examples]
+    forms = " or ".join(family.form for family in FAMILIES.values())
+    raise LthError(f"unknown model {name!r}; known models: {', '.join(known)} (any {forms})")
+
+
+def family_of(model: nn.Module) -> ModelFamily | None:
+    """The entry of the family that built `model` (lthfast.models.families.create_model tags
+    the models it builds), or None for a model built otherwise."""
+    return FAMILIES.get(getattr(model, "lthfast_family", None))
+
+
+class _FamilyField(Mapping):
+    """A read-only {family name: one field of its entry} view, current at every access."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def __getitem__(self, family: str):
+        return getattr(FAMILIES[family], self._field)
+
+    def __iter__(self):
+        return iter(dict(FAMILIES))
+
+    def __len__(self) -> int:
+        return len(FAMILIES)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+DEFAULT_WIDTHS: Mapping[str, int] = _FamilyField("default_width")      # {"resnet": 16, "vgg": 64}
+DEFAULT_REWIND_ITER: Mapping[str, int] = _FamilyField("rewind_iter")   # {"resnet": 2000, "vgg": 1000}

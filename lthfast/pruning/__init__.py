@@ -1,0 +1,1 @@
+"""Masks, magnitude pruning and the strategy table."""

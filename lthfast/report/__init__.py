@@ -1,0 +1,1 @@
+"""REPORT.md from the store: results, findings, published values, power, figures, markdown."""

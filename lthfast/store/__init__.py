@@ -1,0 +1,1 @@
+"""The run store: every path of it, levels and their checks, solutions, the index, repair, job claims."""

@@ -1,0 +1,127 @@
+"""Who works in a run store, and on which job: shared by any number of processes.
+
+  ROOT/running/<host>-<pid>.json    a process working in the root (a study): a report
+                                    written meanwhile says so
+  ROOT/claims/<job>.lock            a job being computed: an OS file lock, freed when its
+                                    owner ends or dies (filelock), with <job>.owner.json beside
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from lthfast.foundations.files import atomic_write_json
+
+
+@contextlib.contextmanager
+def working(root: Path, what: str):
+    """Mark this process as working in `root` for as long as the block runs."""
+    marker = Path(root) / "running" / f"{socket.gethostname()}-{os.getpid()}.json"
+    atomic_write_json({"what": what, "host": socket.gethostname(), "pid": os.getpid(),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}, marker)
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def alive(marker: dict) -> bool:
+    """Whether the marked process still runs (on this host it is checked; a process on
+    another host is trusted to be alive)."""
+    if marker.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(marker["pid"], 0)  # signal 0: only asks whether the process exists
+        return True
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def working_now(root: Path) -> list[dict]:
+    """The markers of the processes working in `root` that are still alive."""
+    markers = []
+    for path in sorted((Path(root) / "running").glob("*.json")):
+        try:
+            marker = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(marker, dict) and alive(marker):
+            markers.append(marker)
+    return markers
+
+
+# ----------------------------------------------------------------------------- job claims
+
+class Claim:
+    """An exclusive, non-blocking claim on one job of a run store, shared by every process
+    that works on the root (Ray workers, two studies, a report): an OS file lock (filelock,
+    flock underneath) held for as long as the job runs, freed when it ends or when its owner
+    dies, with the owner's identity beside it for whoever is waiting.
+
+        with Claim(root, "imp_ab12/finetune/level_03") as claim:
+            if claim.held:   # else another process runs it: wait until its result exists
+                ...
+    """
+
+    def __init__(self, root: Path, name: str):
+        safe = name.replace("/", "__").replace(":", "-").replace(" ", "_").replace(">", "")
+        self.path = Path(root) / "claims" / f"{safe}.lock"
+        self.owner_path = self.path.with_suffix(".owner.json")
+        self.name, self.held = name, False
+        self._lock = None
+
+    def __enter__(self) -> "Claim":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(self.path)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return self
+        self.held = True
+        atomic_write_json({"job": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}, self.owner_path)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.owner_path.unlink(missing_ok=True)
+            self._lock.release()
+            self.held = False
+
+    def owner(self) -> dict | None:
+        """Who holds the claim (as its owner wrote), or None."""
+        try:
+            return json.loads(self.owner_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """A blocking lock on `path` (e.g. the index while a line is appended)."""
+    with FileLock(Path(path).with_name(Path(path).name + ".lock")):
+        yield
+
+
+def free(root: Path, name: str) -> bool:
+    """Whether nobody holds the claim on `name` now (its owner ended or died)."""
+    with Claim(root, name) as claim:
+        return claim.held
+
+
+def journal(root: Path, names: list[str], seconds: float) -> None:
+    """Record that this process computed these jobs: ROOT/journal.jsonl, one line a job (who,
+    when, how long), appended under a lock so that no line is lost or torn."""
+    path = Path(root) / "journal.jsonl"
+    lines = "".join(json.dumps({"job": name, "host": socket.gethostname(), "pid": os.getpid(),
+                                "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds}) + "\n"
+                    for name in names)
+    with exclusive(path):
+        with open(path, "a") as f:
+            f.write(lines)

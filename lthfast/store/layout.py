@@ -1,0 +1,403 @@
+"""The run store: the one module that knows where lthfast keeps what.
+
+  ROOT/
+    index.jsonl                     one line per finished level (derived: level.json holds the same)
+    study.json                      the StudyConfig of `python -m lthfast study`
+    report/                         REPORT.md, results.json, figures/
+    train_<hash>/                   one training (`python -m lthfast train`): config.json + a level's
+                                    trainer files
+    imp_<hash>/                     one ImpConfig (model, recipe, seed, rewind point), every strategy
+      config.json
+      level_00/                     theta_0, the dense network every strategy shares (+ rewind.pt)
+      <strategy>/level_KK/          level K of a strategy
+      <strategy>/density_D/         oneshot or reinit at a density of its own
+      analysis/<what>/<solutions>__<settings hash>.json   one analysis result (+ its .png)
+
+  A level folder: checkpoint.pt, rewind.pt, final.pt, metrics.json (the trainer's), then
+  mask.pt, baseline.pt, baseline.json and, last, level.json (IMP's: the level is finished).
+
+Hashes (lthfast.config.runs.config_hash) name run folders by their config, so the same
+command finds its own results. Writers go through lthfast.foundations.files (atomic files).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lthfast.config.runs import ImpConfig, TrainConfig
+from lthfast.config.study import StudyConfig
+from lthfast.foundations.errors import LthError
+from lthfast.foundations.files import atomic_write_json, atomic_write_text, load_checkpoint, read_json
+from lthfast.foundations.hashing import digest
+from lthfast.pruning import masks as pruning
+from lthfast.pruning import strategies
+from lthfast.store import claims
+
+SOLUTION_FORMS = "STRATEGY:LEVEL (e.g. imp:3; level 0 is the dense network), STRATEGY:LEVEL:baseline, or a level folder"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("LTHFAST_ROOT", Path.home() / ".cache" / "lthfast" / "runs"))
+
+
+def settings_hash(settings: dict) -> str:
+    """10 hex digits naming an analysis result's settings."""
+    return digest(settings, 10)
+
+
+def slug(spec: str) -> str:
+    """A named solution ("imp:2:baseline") as a file-name part ("imp-2-baseline")."""
+    return spec.replace(":", "-")
+
+
+# ----------------------------------------------------------------------------- a level folder
+
+def readable(path: Path) -> bool:
+    """Present and whole: a torch file is a complete zip archive (a truncated one has lost its
+    directory at the end), a JSON file parses to a non-empty object."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        if path.suffix == ".pt":
+            return zipfile.is_zipfile(path)
+        return bool(json.loads(path.read_bytes()))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file out of the way (kept for inspection, never read again)."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    return target
+
+
+class Level:
+    """The files of one level folder (or of a plain training's run folder).
+
+    A level is finished only when level.json and every file it needs are present and
+    readable; `repair()` moves damaged files aside so that the missing parts are computed
+    again (runs are deterministic: the same results come back)."""
+
+    def __init__(self, folder: Path, kind: str = "pruned", rewind: bool = False):
+        """kind: "pruned" (a pruned level), "dense" (level 0) or "train" (a plain training's
+        folder: the trainer's files only); rewind: the level must hold rewind.pt."""
+        self.folder = Path(folder)
+        self.checkpoint = self.folder / "checkpoint.pt"
+        self.rewind = self.folder / "rewind.pt"
+        self.final = self.folder / "final.pt"
+        self.metrics = self.folder / "metrics.json"
+        self.mask = self.folder / "mask.pt"
+        self.baseline = self.folder / "baseline.pt"
+        self.baseline_eval = self.folder / "baseline.json"
+        self.record = self.folder / "level.json"
+        # What a finished level holds besides the trainer's final.pt and metrics.json.
+        self.needs = ([] if kind == "train" else [self.mask, self.record]) \
+            + ([self.baseline, self.baseline_eval] if kind == "pruned" else []) + ([self.rewind] if rewind else [])
+
+    def trained(self) -> bool:
+        """The trainer's part is done: final.pt and a metrics.json that says finished."""
+        return readable(self.final) and readable(self.metrics) and read_json(self.metrics).get("finished", False)
+
+    def finished(self) -> bool:
+        return self.trained() and all(readable(p) for p in self.needs)
+
+    def read_record(self) -> dict:
+        return read_json(self.record)
+
+    def repair(self) -> list[Path]:
+        """Move aside every present but unreadable file, and level.json if the level is not
+        whole (so that it is finished again); returns the files moved aside."""
+        moved = []
+        for path in sorted(self.folder.glob("*.pt")) + sorted(self.folder.glob("*.json")):
+            if not readable(path):
+                moved.append(set_aside(path))
+        if self.record.exists() and not self.finished():
+            moved.append(set_aside(self.record))
+        if self.metrics.exists() and not self.final.exists() and read_json(self.metrics).get("finished"):
+            moved.append(set_aside(self.metrics))  # "finished" without its weights: train again
+        if self.rewind in self.needs and not self.rewind.exists() and self.final.exists():
+            # Only a training writes the rewind point: train again from the start.
+            moved += [set_aside(p) for p in (self.final, self.metrics, self.checkpoint) if p.exists()]
+        return moved
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A stored set of weights with its mask."""
+    label: str  # how results and figures name it: "imp:3", "imp:3:baseline", or the folder
+    weights: Path  # final.pt or baseline.pt
+    mask: Path  # mask.pt of its level
+    strategy: str | None = None
+    level: int | None = None
+
+    @property
+    def slug(self) -> str:
+        if self.strategy is None:
+            return "path-" + digest(str(self.weights.resolve()), 8)
+        return slug(self.label)
+
+    def load(self) -> tuple[dict, dict]:
+        """(state dict, keep-mask over the prunable weights)."""
+        return load_checkpoint(self.weights), pruning.unpack(load_checkpoint(self.mask))
+
+
+def claim_folder(folder: Path, config, from_dict, empty: bool = False) -> None:
+    """Write the config into its run folder (named by its hash), or check that the config
+    there is the same; a damaged config.json is written again (the folder's name says which
+    config it held). empty: a folder without config.json must be empty."""
+    path = folder / "config.json"
+    if path.exists() and not readable(path):
+        warnings.warn(f"{path} was damaged and is written again (the old one is {set_aside(path).name})")
+    if path.exists():
+        if from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
+            raise LthError(f"run folder {folder} holds a run of another config; use another --root or remove that "
+                           "folder")
+    elif empty and folder.exists() and any(folder.iterdir()):
+        raise LthError(f"run folder {folder} exists without config.json; remove it or use another --root")
+    else:
+        atomic_write_json(config.to_dict(), path)
+
+
+# ----------------------------------------------------------------------------- one IMP run
+
+class Run:
+    """One imp_<hash> folder: an ImpConfig, every strategy's levels and their analyses."""
+
+    def __init__(self, folder: str | Path, config: ImpConfig):
+        self.folder = Path(folder).expanduser()
+        self.config = config
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "Run":
+        """The run stored in `folder`; a one-line LthError if it is not one."""
+        folder = Path(folder).expanduser()
+        path = folder / "config.json"
+        if not path.exists():
+            raise LthError(f"{folder} is not an IMP run folder (no config.json); pass the imp_<hash> "
+                           "folder that `python -m lthfast imp` printed")
+        try:
+            return cls(folder, ImpConfig.from_dict(read_json(path)))
+        except LthError as exc:
+            raise LthError(f"{path} is damaged or not an IMP config ({exc}); the `imp` or `study` command that "
+                           "made this run writes it again") from None
+
+    @classmethod
+    def create(cls, root: str | Path, config: ImpConfig) -> "Run":
+        """The run of `config` under `root`, its config.json written (or checked) now."""
+        run = cls(Path(root).expanduser() / f"imp_{config.run_hash()}", config)
+        claim_folder(run.folder, config, ImpConfig.from_dict)
+        return run
+
+    @property
+    def root(self) -> Path:
+        return self.folder.parent
+
+    # ------------------------------------------------------------------ levels
+    def level_dir(self, strategy: str, level: int, density: float | None = None) -> Path:
+        if level == 0:
+            return self.folder / "level_00"
+        if density is not None:  # oneshot / reinit at a density of their own
+            return self.folder / strategy / f"density_{density:.6f}"
+        return self.folder / strategy / f"level_{level:02d}"
+
+    def level(self, strategy: str, level: int, density: float | None = None) -> Level:
+        dense = level == 0
+        return Level(self.level_dir(strategy, level, density), "dense" if dense else "pruned",
+                     rewind=dense and self.config.train.rewind_iter is not None)
+
+    def levels(self, strategy: str) -> list[int]:
+        """The finished levels of `strategy`, dense level 0 first."""
+        strategies.get(strategy)
+        found = [0] if self.level("imp", 0).finished() else []
+        folder = self.folder / strategy
+        if folder.is_dir():
+            found += sorted(int(p.name[6:]) for p in folder.glob("level_[0-9][0-9]")
+                            if self.level(strategy, int(p.name[6:])).finished())
+        return found
+
+    def strategies(self) -> list[str]:
+        return [s for s in strategies.STRATEGIES if len(self.levels(s)) > 1]
+
+    def record(self, strategy: str, level: int) -> dict:
+        return self.level(strategy, level).read_record()
+
+    # ------------------------------------------------------------------ solutions
+    def solution(self, spec: str) -> Solution:
+        """The solution named by `spec` (SOLUTION_FORMS); a clear error if it does not exist."""
+        spec = str(spec)
+        parts = spec.split(":")
+        if len(parts) in (2, 3) and parts[0] in strategies.STRATEGIES:
+            strategy, level_text, *rest = parts
+            if rest not in ([], ["baseline"]) or not level_text.isdigit():
+                raise LthError(f"cannot read solution {spec!r}; name it as {SOLUTION_FORMS}")
+            level = int(level_text)
+            if level == 0:
+                strategy = "imp"  # the dense network is every strategy's level 0
+            files = self.level(strategy, level)
+            if not files.finished():
+                finished = self.levels(strategy)
+                raise LthError(f"no finished level {level} of {strategy} in {self.folder} "
+                               f"(finished: {', '.join(map(str, finished)) or 'none'})")
+            if rest:
+                if level == 0:
+                    raise LthError("the dense network (level 0) has no baseline")
+                return Solution(f"{strategy}:{level}:baseline", files.baseline, files.mask, strategy, level)
+            return Solution(f"{strategy}:{level}", files.final, files.mask, strategy, level)
+        path = Path(spec).expanduser()
+        files = Level(path)
+        if path.is_dir() and files.final.exists() and files.mask.exists():
+            return Solution(str(path), files.final, files.mask)
+        if path.exists():
+            raise LthError(f"{path} is not a finished level folder (it needs final.pt and mask.pt)")
+        raise LthError(f"no solution {spec!r}; name it as {SOLUTION_FORMS}")
+
+    def parent(self, strategy: str, level: int) -> Solution:
+        """theta_{k-1}, the solution whose pruning gives level k's baseline (strategies table)."""
+        source, k = strategies.get(strategy).parent_of(level)
+        return self.solution(f"{source}:{k}")
+
+    # ------------------------------------------------------------------ analyses
+    def result_path(self, what: str, solutions: list[str], settings: dict) -> Path:
+        """Where the analysis `what` of the named solutions (labels or slugs) under `settings` lives."""
+        name = "__".join(slug(s) for s in solutions)
+        return self.folder / "analysis" / what / f"{name}__{settings_hash(settings)}.json"
+
+    def seed_runs(self) -> list["Run"]:
+        """The runs beside this one whose config differs from it in the seed alone (this one
+        included): the seeds a standard deviation over seeds is taken over."""
+        def key(config: ImpConfig) -> dict:
+            fields = config.hashed_fields()
+            fields["train"] = {k: v for k, v in fields["train"].items() if k != "seed"}
+            return fields
+
+        own, runs = key(self.config), []
+        for path in sorted(self.root.glob("imp_*/config.json")):
+            try:
+                other = self if path.parent == self.folder else Run.open(path.parent)
+            except LthError:
+                continue
+            if key(other.config) == own:
+                runs.append(other)
+        return runs
+
+
+# ----------------------------------------------------------------------------- the root
+
+class Store:
+    """A root folder of runs."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root or default_root()).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise LthError(f"--root {self.root} is a file, not a folder")
+        self.index = self.root / "index.jsonl"
+        self.study_config = self.root / "study.json"
+        self.report = self.root / "report"
+
+    def run(self, config: ImpConfig) -> Run:
+        """The run of `config` (created if new)."""
+        return Run.create(self.root, config)
+
+    def run_folder(self, config: ImpConfig) -> Path:
+        return self.root / f"imp_{config.run_hash()}"
+
+    def train_dir(self, config: TrainConfig) -> Path:
+        return self.root / f"train_{config.run_hash()}"
+
+    def prepare_train_dir(self, config: TrainConfig) -> Level:
+        """The training's folder with config.json, or a check that the one there matches."""
+        folder = self.train_dir(config)
+        claim_folder(folder, config, TrainConfig.from_dict, empty=True)
+        files = Level(folder, "train", rewind=config.rewind_iter is not None)
+        moved = files.repair()
+        if moved:
+            warnings.warn(f"{folder}: damaged files set aside and computed again: {', '.join(p.name for p in moved)}")
+        return files
+
+    # ------------------------------------------------------------------ index
+    INDEX_KEYS = ("run", "model", "seed", "strategy", "level", "density", "test_accuracy", "train_loss", "folder")
+
+    def append_index(self, record: dict) -> None:
+        """Append a finished level to the index (once: a re-run does not duplicate it)."""
+        key = (record["run"], record["strategy"], record["folder"])
+        line = json.dumps({k: v for k, v in record.items() if k != "layer_density"}, sort_keys=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with claims.exclusive(self.index):  # many writers: no line lost, torn or written twice
+            if any((r["run"], r["strategy"], r["folder"]) == key for r in self.read_index(warn=False)):
+                return
+            torn = self.index.exists() and self.index.stat().st_size > 0 and \
+                not self.index.read_bytes().endswith(b"\n")
+            with open(self.index, "a") as f:
+                f.write(("\n" if torn else "") + line + "\n")
+                f.flush()
+
+    def read_index(self, warn: bool = True) -> list[dict]:
+        """The index's records. The index is derived data (level.json holds the same): a damaged
+        line is skipped, with one warning that names the command rebuilding it."""
+        if not self.index.exists():
+            return []
+        records, damaged = [], 0
+        for line in self.index.read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+                if all(k in record for k in self.INDEX_KEYS):
+                    records.append(record)
+                    continue
+            except ValueError:  # torn by a kill mid-write, or undecodable bytes
+                pass
+            damaged += 1 if line.strip() else 0
+        if damaged and warn:
+            warnings.warn(f"{self.index}: {damaged} damaged line(s) skipped; "
+                          f"`python -m lthfast repair --root {self.root}` rebuilds the index from the level folders")
+        return records
+
+    def repair(self) -> dict:
+        """Move damaged files of every level aside (they are computed again by the command
+        that made them) and rebuild the index from the finished levels' level.json."""
+        moved, records = [], []
+        for config_path in sorted(self.root.glob("imp_*/config.json")):
+            try:
+                run = Run.open(config_path.parent)
+            except LthError as exc:
+                moved.append(f"{config_path.parent.name}: {exc}")
+                continue
+            for strategy in strategies.STRATEGIES:
+                folders = [(0, None)] if strategy == "imp" else []
+                folders += [(int(p.name[6:]), p) for p in sorted((run.folder / strategy).glob("level_[0-9][0-9]"))]
+                for level, _ in folders:
+                    files = run.level(strategy, level)
+                    moved += [str(p.relative_to(self.root)) for p in files.repair()]
+                    if files.finished():
+                        records.append(files.read_record())
+        lines = "".join(json.dumps({k: v for k, v in r.items() if k != "layer_density"}, sort_keys=True) + "\n"
+                        for r in records)
+        with claims.exclusive(self.index):
+            atomic_write_text(lines, self.index)
+        return {"moved": moved, "levels": len(records)}
+
+    def summary_table(self) -> str:
+        """Every finished level under the root as one text table."""
+        rows = sorted(self.read_index(), key=lambda r: (r["model"], r["seed"], r["strategy"], -r["density"]))
+        if not rows:
+            raise LthError(f"no finished levels under {self.root}")
+        header = ["model", "seed", "strategy", "level", "density", "test_acc", "train_loss", "baseline_train_loss"]
+        lines = ["  ".join(f"{h:>19s}" if i == 7 else f"{h:>10s}" for i, h in enumerate(header))]
+        for r in rows:
+            base = r["baseline"]["train_loss"] if r.get("baseline") else float("nan")
+            lines.append("  ".join([f"{r['model']:>10s}", f"{r['seed']:>10d}", f"{r['strategy']:>10s}",
+                                    f"{r['level']:>10d}", f"{r['density']:>10.4f}", f"{r['test_accuracy']:>10.4f}",
+                                    f"{r['train_loss']:>10.4f}", f"{base:>19.4f}"]))
+        return "\n".join(lines)
+
+
+def load_study_config(root) -> StudyConfig:
+    path = Store(root).study_config
+    if not path.exists():
+        raise LthError(f"no study under {root} (no study.json); run `python -m lthfast study` first")
+    return StudyConfig.from_dict(read_json(path))

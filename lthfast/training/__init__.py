@@ -1,0 +1,1 @@
+"""Training one network or K together (stacks), the optimizer, flat parameters, evaluation."""

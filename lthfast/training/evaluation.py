@@ -1,0 +1,70 @@
+"""Evaluation of trained or pruned networks: loss and accuracy on a fixed sample, and
+BatchNorm statistics recomputed from training batches.
+
+Both take the numeric precision ("fp32" or "bf16" autocast), not a whole training config:
+IMP, the analyses and the trainer call them alike.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from lthfast.data.loading import Dataset, EpochPlan, iterate_eval
+
+
+def autocast(precision: str, device: torch.device):
+    """bfloat16 autocast for precision "bf16", nothing for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str, batch_size: int,
+             channels_last: bool) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` (in eval mode) on uint8 images x [N, 3, 32, 32]
+    and labels y [N]; (nan-free) zeros for N = 0."""
+    device = x.device
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss, correct): one sync at the end
+    with autocast(precision, device):
+        for xb, yb in iterate_eval(x, y, batch_size, channels_last):
+            logits = model(xb).float()
+            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    loss_sum, correct = sums.tolist()
+    n = max(1, x.shape[0])
+    return loss_sum / n, correct / n
+
+
+@torch.no_grad()
+def recompute_batchnorm(model, data: Dataset, num_batches: int, batch_size: int, seed: int,
+                        channels_last: bool, precision: str = "fp32") -> None:
+    """Reset BatchNorm running statistics and re-estimate them as an exact average over a
+    fixed set of augmented training batches (docs/protocol.md: pruned or interpolated weights make
+    stored statistics stale). `model` may be a list of models: each batch is then drawn
+    once and fed to all of them. `data` must be on the models' device."""
+    models = model if isinstance(model, (list, tuple)) else [model]
+    device = data.train_x.device
+    bns = [m for net in models for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved_momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch counts equally
+    was_training = [net.training for net in models]
+    for net in models:
+        net.train()
+    plan = EpochPlan(data.num_train, batch_size, seed, 0, device)
+    with autocast(precision, device):
+        for index in range(min(num_batches, plan.num_batches)):
+            x, _ = plan.batch(data, index, channels_last)
+            for net in models:
+                net(x)
+    for bn, momentum in zip(bns, saved_momenta):
+        bn.momentum = momentum
+    for net, training in zip(models, was_training):
+        net.train(training)
