@@ -28,8 +28,9 @@ import torchvision.transforms.v2 as T
 from lthfast.config.runs import TrainConfig
 from lthfast.data.loading import MEAN, STD, EpochPlan, synthetic
 from lthfast.models.families import create_model, prunable_names
+from lthfast.training.network import place_mask
 from lthfast.training.optim import MaskedSGD
-from lthfast.training.trainer import place_mask, train_step
+from lthfast.training.trainer import train_step
 
 
 class _PerImageDataset(torch.utils.data.Dataset):

@@ -12,8 +12,8 @@ from lthfast.landscape.runs import cached
 from lthfast.report.markdown import write_report
 from lthfast.store.layout import load_study_config
 from lthfast.study.executors import Execution
-from lthfast.study.scheduler import execute
 from lthfast.study.plan import Study
+from lthfast.study.scheduler import execute
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
 

@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from lthfast.landscape.curves import l2_distance as distance
-from lthfast.landscape.hessian import extreme_eigenvalues, hessian_vector_product, hutchinson_trace
+from lthfast.landscape.hessian import (
+    extreme_eigenvalues,
+    hessian_vector_product,
+    hutchinson_trace,
+)
 
 
 def quadratic(matrix):

@@ -19,7 +19,12 @@ from lthfast.imp.driver import ImpRun
 from lthfast.landscape import curves as analysis
 from lthfast.landscape.runs import AnalysisRun
 from lthfast.models import registry as model_registry
-from lthfast.models.families import DEFAULT_WIDTHS, create_model, parse_model_name, prunable_names
+from lthfast.models.families import (
+    DEFAULT_WIDTHS,
+    create_model,
+    parse_model_name,
+    prunable_names,
+)
 from lthfast.pruning import masks as pruning
 
 

@@ -25,7 +25,7 @@ from lthfast.foundations.files import load_tensors, read_json
 from lthfast.models.families import create_model, prunable_names
 from lthfast.training.auto import choose_mode
 from lthfast.training.engines import make_engine
-from lthfast.training.member import place_mask
+from lthfast.training.network import place_mask
 from lthfast.training.optim import StackedMaskedSGD
 from lthfast.training.stack import TrainJob, train_stack
 from lthfast.training.trainer import train

@@ -9,7 +9,8 @@ from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import load_tensors, read_json
 from lthfast.models.families import create_model, prunable_names
 from lthfast.store.layout import Store
-from lthfast.training.trainer import learning_rate, train, train_run
+from lthfast.training.network import learning_rate
+from lthfast.training.trainer import train, train_run
 
 # 256 synthetic images at batch 64: 4 steps an epoch, a few seconds a run on a laptop CPU.
 SMALL = dict(model="resnet8", data="synthetic", train_subset=256, batch_size=64, epochs=3,

@@ -15,7 +15,12 @@ import dataclasses
 from pathlib import Path
 
 import lthfast.data.registry as registry
-from lthfast.data.cifar10 import CIFAR10_CLASSES, IMAGE_EXTENSIONS, load_image_folder, load_torchvision  # noqa: F401
+from lthfast.data.cifar10 import (  # noqa: F401
+    CIFAR10_CLASSES,
+    IMAGE_EXTENSIONS,
+    load_image_folder,
+    load_torchvision,
+)
 from lthfast.data.dataset import (  # noqa: F401
     CROP_PADDING,
     MEAN,

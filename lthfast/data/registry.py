@@ -28,6 +28,7 @@ from typing import Callable
 
 from lthfast.data.dataset import MEAN, STD, Dataset
 from lthfast.foundations.errors import LthError
+from lthfast.foundations.views import View
 
 
 @dataclass(frozen=True)
@@ -88,40 +89,6 @@ def get(name: str) -> DataSetEntry:
         raise LthError(f"unknown data set {name!r}; known: {', '.join(DATA_SETS)}") from None
 
 
-class Names:
-    """The registered names, current at every access: a `choices` for settings (in, iteration, len)."""
-
-    def __contains__(self, name) -> bool:
-        return isinstance(name, str) and name in DATA_SETS
-
-    def __iter__(self):
-        return iter(list(DATA_SETS))
-
-    def __len__(self) -> int:
-        return len(DATA_SETS)
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
-NAMES = Names()
-
-
-class _Sizes(Mapping):
-    """{name: (training, test) images}, current at every access."""
-
-    def __getitem__(self, name: str) -> tuple[int, int]:
-        return DATA_SETS[name].sizes
-
-    def __iter__(self):
-        return iter(list(DATA_SETS))
-
-    def __len__(self) -> int:
-        return len(DATA_SETS)
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
-
-SIZES: Mapping[str, tuple[int, int]] = _Sizes()  # {"cifar10": (50_000, 10_000), "synthetic": (1000, 500)}
+NAMES = View(lambda: DATA_SETS)  # the registered names, e.g. a setting's choices
+SIZES: Mapping[str, tuple[int, int]] = View(lambda: DATA_SETS, "sizes")  # {"cifar10": (50_000, 10_000), ...}
 

@@ -36,9 +36,8 @@ from lthfast.pruning import strategies
 from lthfast.pruning.strategies import StartContext
 from lthfast.store.layout import Level, Run, Store, readable
 from lthfast.training.evaluation import evaluate, recompute_batchnorm
-from lthfast.training.member import cpu_copies
+from lthfast.training.network import build_model, cpu_copies, use_channels_last
 from lthfast.training.stack import TrainJob, train_stack
-from lthfast.training.trainer import build_model, use_channels_last
 
 
 class ImpRun:

@@ -19,7 +19,12 @@ from torch import nn
 import lthfast.models.registry as registry
 from lthfast.foundations import hardware
 from lthfast.foundations.errors import LthError
-from lthfast.models.registry import DEFAULT_REWIND_ITER, DEFAULT_WIDTHS, NUM_CLASSES, ModelFamily  # noqa: F401
+from lthfast.models.registry import (  # noqa: F401
+    DEFAULT_REWIND_ITER,
+    DEFAULT_WIDTHS,
+    NUM_CLASSES,
+    ModelFamily,
+)
 from lthfast.models.resnet import BasicBlock, CifarResNet  # noqa: F401  (registers the family)
 from lthfast.models.vgg import VGG_PLANS, CifarVGG  # noqa: F401  (registers the family)
 

@@ -26,6 +26,7 @@ from typing import Callable
 from torch import nn
 
 from lthfast.foundations.errors import LthError
+from lthfast.foundations.views import View
 
 NUM_CLASSES = 10  # CIFAR-10's: the class count a model gets when none is given
 
@@ -109,24 +110,5 @@ def family_of(model: nn.Module) -> ModelFamily | None:
     return FAMILIES.get(getattr(model, "lthfast_family", None))
 
 
-class _FamilyField(Mapping):
-    """A read-only {family name: one field of its entry} view, current at every access."""
-
-    def __init__(self, field: str):
-        self._field = field
-
-    def __getitem__(self, family: str):
-        return getattr(FAMILIES[family], self._field)
-
-    def __iter__(self):
-        return iter(dict(FAMILIES))
-
-    def __len__(self) -> int:
-        return len(FAMILIES)
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
-
-DEFAULT_WIDTHS: Mapping[str, int] = _FamilyField("default_width")      # {"resnet": 16, "vgg": 64}
-DEFAULT_REWIND_ITER: Mapping[str, int] = _FamilyField("rewind_iter")   # {"resnet": 2000, "vgg": 1000}
+DEFAULT_WIDTHS: Mapping[str, int] = View(lambda: FAMILIES, "default_width")      # {"resnet": 16, "vgg": 64}
+DEFAULT_REWIND_ITER: Mapping[str, int] = View(lambda: FAMILIES, "rewind_iter")   # {"resnet": 2000, "vgg": 1000}

@@ -15,10 +15,22 @@ also registered as torch.ops.lthfast.<name>, so that torch.compile can trace thr
 BACKENDS is owned here (the training config imports it from this module).
 """
 from lthfast.ops.kernels.apply_mask import apply_mask_, apply_mask_reference_
-from lthfast.ops.kernels.backends import BACKENDS, check_backend, resolve_backend, runnable_backend
+from lthfast.ops.kernels.backends import (
+           BACKENDS,
+           check_backend,
+           resolve_backend,
+           runnable_backend,
+)
 from lthfast.ops.kernels.lerp_points import lerp_points, lerp_points_reference
-from lthfast.ops.kernels.magnitude_prune import magnitude_prune, magnitude_prune_reference
-from lthfast.ops.kernels.masked_sgd import SGD_DTYPES, masked_sgd_, masked_sgd_reference_
+from lthfast.ops.kernels.magnitude_prune import (
+           magnitude_prune,
+           magnitude_prune_reference,
+)
+from lthfast.ops.kernels.masked_sgd import (
+           SGD_DTYPES,
+           masked_sgd_,
+           masked_sgd_reference_,
+)
 
 __all__ = ["BACKENDS", "SGD_DTYPES", "apply_mask_", "apply_mask_reference_", "check_backend", "lerp_points",
            "lerp_points_reference", "magnitude_prune", "magnitude_prune_reference", "masked_sgd_",

@@ -32,7 +32,12 @@ from pathlib import Path
 from lthfast.config.runs import ImpConfig, TrainConfig
 from lthfast.config.study import StudyConfig
 from lthfast.foundations.errors import LthError
-from lthfast.foundations.files import atomic_write_json, atomic_write_text, load_checkpoint, read_json
+from lthfast.foundations.files import (
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    read_json,
+)
 from lthfast.foundations.hashing import digest
 from lthfast.pruning import masks as pruning
 from lthfast.pruning import strategies

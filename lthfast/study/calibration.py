@@ -23,7 +23,7 @@ from lthfast.foundations.files import atomic_write_json, read_json
 from lthfast.foundations.hardware import device_name, resolve_device
 from lthfast.foundations.hashing import digest
 from lthfast.training.evaluation import autocast
-from lthfast.training.trainer import build_model, use_channels_last
+from lthfast.training.network import build_model, use_channels_last
 
 WARMUPS, REPEATS = 2, 7
 BUSY_SPREAD = 0.5  # (slowest - fastest) / median above this: something else was running

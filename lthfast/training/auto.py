@@ -32,7 +32,7 @@ from lthfast.foundations.files import atomic_write_json
 from lthfast.foundations.hardware import device_name
 from lthfast.models.families import BYTES_PER_PARAMETER, prunable_names
 from lthfast.training.engines import make_engine
-from lthfast.training.member import build_model, place_mask, use_channels_last
+from lthfast.training.network import build_model, place_mask, use_channels_last
 from lthfast.training.optim import StackedMaskedSGD
 
 MEASURE_ROUNDS, MEASURE_STEPS, MEASURE_WARMUP = 3, 2, 1

@@ -35,7 +35,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from lthfast.foundations.errors import LthError
-from lthfast.models.stacked import member_parameters, share_batchnorm, stack_inputs, stack_model
+from lthfast.models.stacked import (
+    member_parameters,
+    share_batchnorm,
+    stack_inputs,
+    stack_model,
+)
 from lthfast.training.evaluation import autocast
 from lthfast.training.optim import StackedMaskedSGD
 

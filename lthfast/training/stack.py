@@ -55,7 +55,8 @@ from lthfast.foundations.hardware import resolve_device
 from lthfast.store.layout import Level
 from lthfast.training.auto import choose_mode
 from lthfast.training.engines import check_mode, make_engine
-from lthfast.training.member import Member, TrainJob, stderr_writer, use_channels_last
+from lthfast.training.member import Member, TrainJob, stderr_writer
+from lthfast.training.network import use_channels_last
 from lthfast.training.optim import StackedMaskedSGD
 
 __all__ = ["SHARED_FIELDS", "TrainJob", "check_jobs", "train_stack"]

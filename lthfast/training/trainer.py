@@ -20,11 +20,8 @@ from lthfast.data.loading import Dataset, load_dataset
 from lthfast.pruning.masks import Mask
 from lthfast.store.layout import Store
 from lthfast.training.engines import forward_loss
-from lthfast.training.member import build_model, learning_rate, place_mask, use_channels_last
 from lthfast.training.optim import MaskedSGD
 from lthfast.training.stack import TrainJob, train_stack
-
-__all__ = ["build_model", "learning_rate", "place_mask", "train", "train_run", "train_step", "use_channels_last"]
 
 
 def train_step(model, optimizer: MaskedSGD, x, y, lr: float, config: TrainConfig, device):

@@ -11,7 +11,12 @@ import operator
 
 import torch
 
-from lthfast.ops.kernels.backends import check_backend, cpp_ops, cuda_ops, runnable_backend
+from lthfast.ops.kernels.backends import (
+    check_backend,
+    cpp_ops,
+    cuda_ops,
+    runnable_backend,
+)
 from lthfast.ops.kernels.checks import FLOAT_DTYPES, check_flat
 
 
