@@ -234,7 +234,7 @@ def stack_throughput(check) -> dict:
     modes = ["loop", "grouped"] + (["streams"] if check.device.type == "cuda" else [])
     results = {precision: _throughput(check, precision, [("uncompiled", modes, False)], check.p["ks"])["uncompiled"]
                for precision in ("fp32", "bf16")}
-    summary = {}  # the target: at least 5x over one at a time at K = 8 (on a GPU)
+    summary = {}  # the target: at least 5x over one at a time at K = 8 (on a GPU)
     for precision, rows in results.items():
         at8 = {mode: r["speedup_vs_separate"] for mode, r in rows.get(8, {}).items()
                if isinstance(r, dict) and "speedup_vs_separate" in r and mode not in ("separate", "auto")}

@@ -8,7 +8,7 @@ Runs, in one process on the same ResNet-20 weights and data:
               BatchNorm statistics, rewinding, the solution's final test evaluation and clean
               train loss, level.json and the index line. Measured at several evaluation sample
               sizes (train images : test images : BatchNorm batches).
-  open_lth    what open_lth does per level (the baseline named in issue 3): a numpy sort of the
+  open_lth    what open_lth does per level (the baseline this bench names): a numpy sort of the
               concatenated |w| for the global threshold, and two full test-set evaluations
               (before and after training) through a DataLoader with per-image normalization,
               NCHW layout.

@@ -5,7 +5,7 @@ create_model(..., seed=0); 270,896 for ResNet-20, 14,710,464 for VGG-16) with a 
 keep-mask of 80% of them (IMP level 1's density), pruning count = ceil(20% of the kept
 ones), in one process, on the tensors' device:
   kthvalue         torch.kthvalue(|w|[mask], count): the count-th smallest kept magnitude
-                   (the baseline named in the issue)
+                   (the baseline this bench names)
   topk             torch.topk(|w|[mask], count, largest=False)
   numpy sort       open_lth's way: np.sort(np.abs(w[mask].cpu().numpy()))[count], the threshold
   prune <backend>  ops.magnitude_prune(w, mask, count), the new mask itself (exactly count

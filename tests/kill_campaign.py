@@ -6,7 +6,7 @@ uninterrupted run. Not part of the suite (minutes); run by hand:
 
 Prints one line a trial and the count of identical ones. With `--stack-mode auto` the
 smoke model trains in grouped stacks on the CPU, where a kill between two members' saves
-can change the last bits (lthfast/stack.py); `--stack-mode loop` is bit-identical.
+can change the last bits (lthfast/training/stack.py); `--stack-mode loop` is bit-identical.
 """
 import argparse
 import hashlib
