@@ -25,6 +25,7 @@ from lthfast.imp.driver import ImpRun
 from lthfast.models.families import prunable_count
 from lthfast.pruning import strategies
 from lthfast.pruning.masks import check_levels
+from lthfast.report.export import write as write_table
 from lthfast.report.power import table as power_table
 from lthfast.report.power import text as power_text
 from lthfast.store import layout as store
@@ -128,8 +129,20 @@ def power(root: str | None = None, seeds: int = 3):
     print(power_text(power_table(store.Store(root).root, seeds), seeds))
 
 
+def export(root: str | None = None, out: str | None = None):
+    """Write the study under ROOT as one CSV table, one row per stored level (seed, rewind
+    point, strategy, level: records, baselines, sublevel membership, barriers, distances,
+    basin radii; the README's "Results as a table" names every column); prints its path.
+
+    Args:
+        root: the study's folder (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
+        out: the CSV file to write (default ROOT/report/results.csv).
+    """
+    print(write_table(root, out))
+
+
 COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": analyze.commands(), "study": study, "report": report,
-            "repair": repair, "power": power}
+            "repair": repair, "power": power, "export": export}
 
 
 POSITIONAL = {"analyze": 1}  # `analyze WHAT RUN`: the run folder; every other value is a --flag

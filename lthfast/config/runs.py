@@ -7,7 +7,10 @@ only say where or how fast to run (device, kernel backend, memory layout, evalua
 size) are left out of it: they change results only within floating-point tolerance. The
 data folder's path is left out too (the same data may live anywhere), but whether the
 data came from a folder or from torchvision's download is kept: the JPEG copy's pixels
-differ slightly.
+differ slightly. A factory model (`package.module:factory`, lthfast.models.custom) adds the
+shapes of its state to the hash (editing the factory's layers names a new run; every other
+model's hash is unchanged), and a data set read from any folder (imagefolder) adds the
+folder's identity (its files' relative paths and sizes).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from lthfast.foundations.errors import LthError
 from lthfast.foundations.hardware import check_device, resolve_precision
 from lthfast.foundations.hashing import digest
 from lthfast.foundations.settings import nested, setting
-from lthfast.models.families import check_size, family
+from lthfast.models.custom import FORM as FACTORY_FORM
+from lthfast.models.families import architecture, check_size, family
 from lthfast.ops import BACKENDS
 
 NOT_HASHED = {"device", "backend", "channels_last", "eval_batch_size", "data_dir"}
@@ -43,15 +47,18 @@ def config_hash(fields_: dict) -> str:
 class TrainConfig:
     """One training run: model, data, recipe (docs/protocol.md's defaults) and seed."""
     model: str = setting("resnet20", "the model: " + " or ".join(f.form for f in model_families.FAMILIES.values())
-                         + ", e.g. resnet20 or vgg16.", kind="str")
+                         + ", e.g. resnet20 or vgg16, or your own: " + FACTORY_FORM + " (factory(num_classes) -> "
+                         "nn.Module, built under torch.manual_seed(SEED); see lthfast/models/custom.py).", kind="str")
     width: int | None = setting(None, "base width (default: " + ", ".join(
-        f"{f.name} {f.default_width}" for f in model_families.FAMILIES.values()) + ").", minimum=1)
+        f"{f.name} {f.default_width}" for f in model_families.FAMILIES.values()) + "); ignored for a factory "
+        "model.", minimum=1)
     data: str = setting("cifar10", "the data set: " + " or ".join(
                             f"{e.name} ({e.description})" if e.description else e.name
                             for e in data_sets.DATA_SETS.values()) + ".",
                         kind="str", choices=data_sets.NAMES)
-    data_dir: str | None = setting(None, "CIFAR-10 in ImageFolder layout (train/<class>/*.jpg, test/<class>/*.jpg); "
-                                   "default: torchvision's download into the cache folder.", kind="str")
+    data_dir: str | None = setting(None, "the data set in ImageFolder layout (train/<class>/*.jpg, "
+                                   "test/<class>/*.jpg): a copy of CIFAR-10 or CIFAR-100, or any folder for --data "
+                                   "imagefolder; default: torchvision's download into the cache folder.", kind="str")
     train_subset: int | None = setting(None, "train on a seeded, class-balanced subset of this many images.",
                                        minimum=10)
     subset_seed: int = setting(0, "seed of that subset (kept apart from --seed so that seeds share it).",
@@ -73,8 +80,8 @@ class TrainConfig:
     precision: str = setting("auto", "fp32, bf16 (autocast) or auto: bf16 where the device runs it natively (CUDA "
                              "with bf16, CPUs with AMX-BF16 or AVX512-BF16), else fp32; stored resolved.", kind="str",
                              choices=PRECISIONS)
-    channels_last: bool | None = setting(None, "memory layout; default: channels_last (measured faster).",
-                                         kind="bool")
+    channels_last: bool | None = setting(None, "memory layout; default: channels_last (measured faster), NCHW for "
+                                         "a factory model.", kind="bool")
     rewind_iter: int | None = setting(None, "also save the weights at this iteration (rewind.pt), for IMP's "
                                       "rewinding.", minimum=0)
     eval_every: int = setting(1, "evaluate the test set every this many epochs (and at the end).", minimum=1)
@@ -92,7 +99,12 @@ class TrainConfig:
             self.milestones = tuple(sorted(self.milestones))
         check_device(self.device)
         self.precision = resolve_precision(self.precision, self.device)
-        check_size(self.model, self.width, data_sets.get(self.data).num_classes)
+        self.data = data_sets.bind(self.data, self.data_dir)  # a folder-read data set's classes are its folder's
+        if family(self.model).factory:  # no width; NCHW unless asked (a factory's code may `view` activations)
+            self.width = None
+            if self.channels_last is None:
+                self.channels_last = False
+        check_size(self.model, self.width, self.num_classes)
 
     # -------------------------------------------------------------- derived values
     @property
@@ -103,6 +115,11 @@ class TrainConfig:
         return (round(self.epochs * 0.5), round(self.epochs * 0.75))
 
     @property
+    def num_classes(self) -> int:
+        """The data set's class count: the model's output size."""
+        return data_sets.get(self.data).num_classes
+
+    @property
     def effective_data_seed(self) -> int:
         return self.seed if self.data_seed is None else self.data_seed
 
@@ -111,8 +128,13 @@ class TrainConfig:
 
     def hashed_fields(self) -> dict:
         out = settings.hashed(self, LEGACY_DEFAULTS, skip=NOT_HASHED)
-        if data_sets.get(self.data).reads_data_dir and self.data_dir is not None:
+        entry = data_sets.get(self.data)
+        if entry.reads_data_dir and self.data_dir is not None:
             out["data_source"] = "image-folder"
+        if entry.identity is not None:
+            out["data_identity"] = entry.identity
+        if family(self.model).factory:
+            out["model_shapes"] = architecture(self.model, None, entry.num_classes)
         return out
 
     def run_hash(self) -> str:

@@ -46,6 +46,10 @@ class StudyConfig:
     sharpness_levels: tuple | None = setting(None, "IMP levels with sharpness, -1 the last (default: all; empty: "
                                              "none; the costliest analysis).", kind="ints")
     eps_margin: float = setting(0.1, "relative margin of the sublevel threshold eps.", kind="float", minimum=0.0)
+    connected_threshold: float = setting(0.02, "test-error barrier below which two networks are linearly connected "
+                                         "and above which they are separated, each by a one-sided t test over seeds "
+                                         "(Frankle et al. 2020; docs/protocol.md).", kind="float", positive=True,
+                                         below=1)
 
     def __post_init__(self):
         settings.check(self)

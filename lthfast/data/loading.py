@@ -1,6 +1,6 @@
 """Data sets by name, as device-resident uint8 tensors: `load_dataset` looks the name up in
-lthfast.data.registry (cifar10, synthetic, and any data set registered), then takes the
-class-balanced subset the config asks for.
+lthfast.data.registry (cifar10, cifar100, imagefolder, synthetic, and any data set
+registered), then takes the class-balanced subset the config asks for.
 
 This module is also where callers import the data layer from: Dataset, the epoch plan,
 normalization and evaluation batches (lthfast.data.dataset), the CIFAR-10 and synthetic
@@ -42,13 +42,19 @@ from lthfast.foundations.errors import LthError
 def load_dataset(name: str, data_dir: str | None = None, train_subset: int | None = None,
                  subset_seed: int = 0, device="cpu", cache_dir: Path | None = None) -> Dataset:
     """The training and test sets of data set `name` on `device`, as the config asks: images
-    uint8 (N, 3, H, W), labels int64 (N,), with the entry's class count and statistics.
+    uint8 (N, 3, H, W), labels int64 (N,), with the entry's class count and statistics (the
+    loader's statistics where the entry leaves them to it: imagefolder's, computed from its
+    training images).
 
     Errors (LthError, one line): an unknown name, a source the loader cannot read, labels
     outside [0, num_classes), a train_subset below one image per class or above the set."""
-    entry = registry.get(name)
+    if data_dir is None:
+        data_dir = getattr(name, "data_dir", None)  # a name bound to its folder (registry.bind)
+    entry = registry.get(registry.bind(name, data_dir))
     data = entry.load(data_dir, cache_dir)
-    data = dataclasses.replace(data, num_classes=entry.num_classes, mean=entry.mean, std=entry.std)
+    if entry.mean is not None:
+        data = dataclasses.replace(data, mean=entry.mean, std=entry.std)
+    data = dataclasses.replace(data, num_classes=entry.num_classes)
     for labels in (data.train_y, data.test_y):
         if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < entry.num_classes:
             raise LthError(f"data set {name!r} has labels outside 0..{entry.num_classes - 1}")

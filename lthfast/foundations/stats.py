@@ -56,11 +56,11 @@ def _difference(a: dict, b: dict | None, sign: float = 1.0) -> dict:
     values = list(own.values())
     if len(values) >= 2:
         d = {"difference": mean(values), "se": std(values) / math.sqrt(len(values)),
-             "noise": f"seed spread, {len(values)} seeds"}
+             "noise": f"seed spread, {len(values)} seeds", "n": len(values)}
     elif len(stored) >= 2:
         d = {"difference": values[0], "se": std(list(stored.values())),
              "noise": f"one seed; spread of {len(stored)} stored runs of the same config (seeds "
-                      f"{', '.join(sorted(stored))})"}
+                      f"{', '.join(sorted(stored))})", "n": len(stored)}
     else:
         d = {"difference": values[0], "se": None, "noise": "one seed, no stored seed spread"}
     return {**d, "beyond": beyond_noise(d)}
@@ -74,6 +74,36 @@ def paired_difference(a: dict, b: dict) -> dict:
 def versus_zero(a: dict) -> dict:
     """a itself against zero, over seeds (e.g. a barrier)."""
     return _difference(a, None)
+
+
+LEVEL = 0.05  # one-sided level of a t test over seeds (docs/protocol.md, "Deciding a finding")
+CONNECTED = {"below": "connected", "above": "separated", "within": "neither", "unknown": "unknown",
+             "missing": "missing"}
+
+
+def t_critical(n: int) -> float:
+    """The one-sided 1 - LEVEL quantile of Student's t with n - 1 degrees of freedom (n >= 2):
+    2.92 at 3 seeds, 2.35 at 4, 2.13 at 5 (tests/test_connectivity.py)."""
+    from scipy.stats import t  # here, not at import: the config layer reads foundations without scipy
+    return float(t.ppf(1 - LEVEL, n - 1))
+
+
+def connectivity(barrier: dict, threshold: float) -> dict:
+    """Two networks' linear connectivity from their test-error barrier over seeds (mean_std):
+    the barrier minus `threshold`, its standard error, and "below" (connected) when the
+    barrier is below the threshold by a one-sided Student t test at LEVEL with n - 1 degrees
+    of freedom, "above" (separated) when above it by the same test, "within" (neither: the
+    comparison cannot tell) otherwise, "unknown" without a noise estimate (Frankle et al.
+    2020; docs/protocol.md, "Linear connectivity"). tests/test_connectivity.py checks all three."""
+    d = _difference(barrier, None)
+    height = d["difference"]
+    d = {**d, "height": height, "threshold": threshold, "difference": height - threshold}
+    if d["se"] is None or math.isnan(height):
+        return d
+    critical = t_critical(d["n"])
+    margin = critical * d["se"]
+    beyond = "above" if d["difference"] > margin else "below" if d["difference"] < -margin else "within"
+    return {**d, "beyond": beyond, "t_critical": critical, "bounds": (height - margin, height + margin)}
 
 
 def beyond_noise(d: dict) -> str:

@@ -219,7 +219,7 @@ class ImpRun:
         for split in splits:
             x, y = self.eval_sets[split]
             loss, accuracy = evaluate(model, x.to(device), y.to(device), config.precision, config.eval_batch_size,
-                                      channels_last)
+                                      channels_last, self.data.mean, self.data.std)
             result[f"{split}_loss"], result[f"{split}_accuracy"] = loss, accuracy
         return result
 

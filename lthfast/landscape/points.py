@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lthfast import ops
-from lthfast.data.loading import Dataset, iterate_eval
+from lthfast.data.loading import MEAN, STD, Dataset, iterate_eval
 from lthfast.models.families import create_model
 from lthfast.models.stacked import load_points, split_logits, stack_model
 from lthfast.training.evaluation import autocast, recompute_batchnorm
@@ -67,16 +67,19 @@ def _forward_all(networks, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_networks(networks, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                      channels_last: bool, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+                      channels_last: bool, precision: str = "fp32", mean: tuple = MEAN,
+                      std: tuple = STD) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and accuracy of each of K networks (a stacked model, or a list)
-    on (x, y), in one pass over the data: two tensors [K]."""
+    on uint8 images x [N, 3, H, W] and int64 labels y [N] normalized with the data set's mean
+    and std (evaluate_points_on passes its data's), in one pass over the data: two float64
+    tensors [K] on the CPU."""
     modules = networks if isinstance(networks, list) else [networks]
     was_training = [m.training for m in modules]
     for m in modules:
         m.eval()
     k = len(networks) if isinstance(networks, list) else networks.k
     sums = torch.zeros(2, k, dtype=torch.float64, device=x.device)
-    for xb, yb in iterate_eval(x, y, batch_size, channels_last):
+    for xb, yb in iterate_eval(x, y, batch_size, channels_last, mean, std):
         with autocast(precision, x.device):
             logits = _forward_all(networks, xb).float()  # [B, K, classes]
         targets = yb[:, None].expand(-1, k)
@@ -158,7 +161,7 @@ def evaluate_points_on(points: dict[str, torch.Tensor], base_state: dict, model:
                                 settings.channels_last, settings.precision)
         for name, (x, y) in sets.items():
             loss, accuracy = evaluate_networks(networks, x, y, settings.batch_size, settings.channels_last,
-                                               settings.precision)
+                                               settings.precision, data.mean, data.std)
             parts[name][0].append(loss)
             parts[name][1].append(accuracy)
     result = {name: {"loss": torch.cat(losses).tolist() if losses else [],

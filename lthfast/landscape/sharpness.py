@@ -32,7 +32,7 @@ def sharpness(run: AnalysisRun, solution: Solution, settings: SharpnessSettings 
         model.load_state_dict(theta)
         model.to(run.device)
         x, y = run.sample("train", settings.images)
-        x, y = normalize(x.to(run.device)), y.to(run.device)
+        x, y = normalize(x.to(run.device), mean=run.data.mean, std=run.data.std), y.to(run.device)
         names = list(mask)
         params = {n: theta[n].to(run.device) for n in names}
         device_mask = {n: m.to(run.device, params[n].dtype) for n, m in mask.items()}

@@ -32,11 +32,20 @@ def matching(run: AnalysisRun) -> dict:
     return result
 
 
+# The strategies every stored table's key names, run or not; a strategy added since enters the
+# key once it has a level of its own (beyond the shared level 0), so that tables stored before
+# it keep their names
+# (tests/test_old_stores.py).
+KEYED = ("imp", "oneshot", "finetune", "reinit", "random-prune", "prune-large", "finetune-chain")
+
+
 def settings_of(run: AnalysisRun, eps: float | None, eps_margin: float) -> dict:
     """The cache key of a sublevel table: its settings, the finished levels it covers and,
     when matching has two seeds or more to use, which seeds (their dense networks set eps):
     the table is computed again when another seed's run arrives beside this one."""
-    key = {"eps": eps, "eps_margin": eps_margin, "levels": {s: run.levels(s) for s in strategies.STRATEGIES}}
+    levels = {s: run.levels(s) for s in strategies.STRATEGIES}
+    key = {"eps": eps, "eps_margin": eps_margin,
+           "levels": {s: found for s, found in levels.items() if s in KEYED or max(found, default=0) > 0}}
     seeds = sorted(r.config.train.seed for r in run.seed_runs() if r.level("imp", 0).finished())
     return {**key, "matching_seeds": seeds} if len(seeds) > 1 else key
 

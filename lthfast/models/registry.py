@@ -5,10 +5,14 @@ A family is one module (lthfast.models.resnet, lthfast.models.vgg) ending with o
 default width, the late rewind point, whether the last layer is pruned, the error for a
 bad depth) is read from its entry, never from an if/else on the family's name.
 
+A name with a colon (`package.module:factory`, `path/to/file.py:factory`) is no pattern's:
+the resolvers (lthfast.models.custom adds one) build its family on demand, so it is looked up,
+built, counted and pruned through the same entry as a registered family's.
+
 Invariants:
-  - a name maps to the first registered family whose pattern matches the whole lowercased
-    name; the unknown-name error lists every family's examples and forms
-    (tests/test_models.py::test_bad_model_names);
+  - a name with a colon is a resolver's; any other maps to the first registered family whose
+    pattern matches the whole lowercased name; the unknown-name error lists every family's
+    examples and forms (tests/test_models.py::test_bad_model_names);
   - the entry of a family registered outside the package (a test) behaves as a built-in's
     (tests/test_registries.py::test_a_registered_model_family_trains_prunes_and_interpolates).
 
@@ -46,6 +50,10 @@ class ModelFamily:
     examples: model names listed by the unknown-name error ("resnet20", "resnet32").
     form: how the family's names look, for that error ("resnet<6n+2>").
     prune_last_layer: whether the final linear layer ("fc.weight") is prunable by default.
+    factory: built by a user's factory (lthfast.models.custom): it has no width (ignored), it is
+        built under the seed and keeps its own initialization, and its shapes are hashed.
+    prunable: (model) -> the names of its prunable weights, where the family has its own rule
+        (None: every conv and linear weight, less "fc.weight" unless prune_last_layer).
     """
     name: str
     pattern: str
@@ -56,9 +64,19 @@ class ModelFamily:
     examples: tuple[str, ...] = ()
     form: str = ""
     prune_last_layer: bool = True
+    factory: bool = False
+    prunable: Callable[[nn.Module], list[str]] | None = None
 
 
 FAMILIES: dict[str, ModelFamily] = {}
+# (form, resolve): resolve(name) -> the family of a name with a colon, or None if not its form.
+RESOLVERS: list[tuple[str, Callable[[str], "ModelFamily | None"]]] = []
+
+
+def add_resolver(form: str, resolve: Callable[[str], "ModelFamily | None"]) -> None:
+    """Let `resolve` build the family of names with a colon; `form` describes them for the
+    unknown-name error ("package.module:factory")."""
+    RESOLVERS.append((form, resolve))
 
 
 def register(name: str, *, pattern: str, build: Callable[[int, int, int], nn.Module], default_width: int,
@@ -90,7 +108,13 @@ def lookup(name: str) -> tuple[ModelFamily, int]:
     """(family entry, depth) of a model name such as resnet20 or vgg16.
 
     Errors: LthError (one line) for a name no family matches, listing the known models,
-    or the family's own error for a depth it cannot build."""
+    or the family's own error for a depth it cannot build, or a resolver's (a factory name
+    that does not import: lthfast.models.custom). A resolver's family has depth 0."""
+    if ":" in str(name):
+        for _, resolve in RESOLVERS:
+            entry = resolve(str(name))
+            if entry is not None:
+                return entry, 0
     lowered = str(name).lower()
     for family in FAMILIES.values():
         match = re.fullmatch(family.pattern, lowered)
@@ -101,13 +125,17 @@ def lookup(name: str) -> tuple[ModelFamily, int]:
             return family, depth
     known = [example for family in FAMILIES.values() for example in family.examples]
     forms = " or ".join(family.form for family in FAMILIES.values())
-    raise LthError(f"unknown model {name!r}; known models: {', '.join(known)} (any {forms})")
+    others = "".join(f", or {form}" for form, _ in RESOLVERS)
+    raise LthError(f"unknown model {name!r}; known models: {', '.join(known)} (any {forms}){others}")
 
 
 def family_of(model: nn.Module) -> ModelFamily | None:
     """The entry of the family that built `model` (lthfast.models.families.create_model tags
     the models it builds), or None for a model built otherwise."""
-    return FAMILIES.get(getattr(model, "lthfast_family", None))
+    tag = getattr(model, "lthfast_family", None)
+    if isinstance(tag, str) and tag not in FAMILIES and ":" in tag:
+        return lookup(tag)[0]
+    return FAMILIES.get(tag)
 
 
 DEFAULT_WIDTHS: Mapping[str, int] = View(lambda: FAMILIES, "default_width")      # {"resnet": 16, "vgg": 64}

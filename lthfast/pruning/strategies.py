@@ -93,6 +93,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              "iterative: drop the 20% largest remaining magnitudes, rewind"),
     Strategy("finetune-chain", "own", "smallest", pruned_baseline, "zero", "finetune",
              "Renda et al.'s chained fine-tuning: prune the fine-tuned network each level", in_study=False),
+    Strategy("lr-rewind", "own", "smallest", pruned_baseline, "rewind", "schedule",
+             "learning-rate rewinding (Renda et al. 2020): its own previous solution, masked, retrained with the "
+             "original schedule from iteration R", in_study=False),
 )}
 STUDY_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.in_study)
 

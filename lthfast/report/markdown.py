@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 
 from lthfast.foundations.files import atomic_write_json, atomic_write_text
-from lthfast.foundations.stats import measured
+from lthfast.foundations.stats import connectivity, measured
 from lthfast.report import figures, published
-from lthfast.report.findings import findings
+from lthfast.report.findings import CONNECTED, findings
 from lthfast.report.results import collect
 from lthfast.store import claims
 from lthfast.store.layout import Store, load_study_config
@@ -54,6 +54,18 @@ def _fmt(stats: dict | None, digits: int = 4, scale: float = 1.0) -> str:
     return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
 
 
+def _threshold(results: dict) -> float:
+    return results["config"].get("connected_threshold", CONNECTED)
+
+
+def _connected(curve: dict, results: dict) -> str:
+    """The connectivity rule's verdict on a curve: connected, separated or neither (or —)."""
+    if not measured(curve.get("barrier_test_error")):
+        return "—"
+    state = connectivity(curve["barrier_test_error"], _threshold(results))["beyond"]
+    return {"below": "connected", "above": "separated", "within": "neither"}.get(state, "no noise estimate")
+
+
 def _table(caption: str, header: list[str], rows: list[list]) -> list[str]:
     return [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
         ["| " + " | ".join(map(str, row)) + " |" for row in rows] + [""]
@@ -77,7 +89,11 @@ def markdown(results: dict) -> str:
               "Definitions and thresholds are lthfast's own (docs/protocol.md), not the paper's exact protocol, which is not "
               "available. A difference counts when it exceeds two standard errors of the seed-to-seed spread; with "
               "one seed and no stored runs of the same config for other seeds, no comparison of trained networks "
-              "can decide. Every number below is in `results.json`.", ""]
+              "can decide. Every number below is in `results.json`.", "",
+              f"Linear connectivity, one rule for every pair of networks (findings 2, 4 and 7): two networks are "
+              f"connected when their test-error barrier is below {_threshold(results):.0%}, separated when it is above, "
+              f"each by a one-sided Student t test at 0.05 over seeds (Frankle et al. 2020); otherwise the pair is "
+              f"neither, and its comparison cannot tell. Every barrier's height is printed beside its verdict.", ""]
     if results.get("comparable"):
         lines += [f"Published results are not shown: this study is not comparable with them ({results['comparable']}).",
                   ""]
@@ -106,8 +122,9 @@ def _finding(f: dict, rewinds: list[str]) -> list[str]:
         lines += [f"**R = {rewind}: {d['verdict']}.** {d['reason'][0].upper() + d['reason'][1:]}.", ""]
         if d["checks"]:
             lines += _table(f"Table {f['number']}.{rewinds.index(rewind) + 1}: comparisons of finding {f['number']} "
-                            f"at R = {rewind} (difference ± standard error; passes: beyond two standard errors the "
-                            "expected way).",
+                            f"at R = {rewind} (difference ± standard error; passes: beyond noise the expected way, "
+                            "two standard errors or, for a barrier, the connectivity rule, where the difference is "
+                            "the barrier minus the threshold).",
                             ["comparison", "difference", "standard error", "noise", "result"],
                             [[ch["name"], f"{ch['difference']:+.4f}", "—" if ch["se"] is None else f"{ch['se']:.4f}",
                               ch["noise"], "passes" if ch["beyond"] == ch["expected"] else
@@ -130,9 +147,11 @@ def _rewind_section(results: dict, rewind: str, r: dict) -> list[str]:
                     ["strategy", "level", "density", "test accuracy (%)", "train loss", "baseline train loss (stored BN)",
                      "baseline train loss (BN recomputed)", "collapsed layers"], rows)
     lines += _table(f"Interpolation between successive IMP solutions at {at}.",
-                    ["pair", "barrier, train loss", "barrier, test error", "L2 distance", "relative distance"],
+                    ["pair", "barrier, train loss", "barrier, test error", "linear connectivity", "L2 distance",
+                     "relative distance"],
                     [[" → ".join(cv["pair"]), _fmt(cv.get("barrier_train_loss")), _fmt(cv.get("barrier_test_error")),
-                      _fmt(d["l2"]), _fmt(d["relative"])] for cv, d in zip(r["successive"], r["distance_successive"])])
+                      _connected(cv, results), _fmt(d["l2"]), _fmt(d["relative"])]
+                     for cv, d in zip(r["successive"], r["distance_successive"])])
     if r["prune_path"]:
         lines += _table(f"Pruning paths theta_(k-1) → b_k at {at}.", ["path", "barrier, train loss",
                                                                       "train loss at b_k"],
@@ -140,9 +159,10 @@ def _rewind_section(results: dict, rewind: str, r: dict) -> list[str]:
                          for cv in r["prune_path"]])
     if r["from_baseline"]:
         lines += _table(f"Distance and barrier from the baseline at {at}: rewinding (imp) against fine-tuning.",
-                        ["level", "strategy", "relative distance", "barrier, train loss", "barrier, test error"],
+                        ["level", "strategy", "relative distance", "barrier, train loss", "barrier, test error",
+                         "linear connectivity"],
                         [[k, s, _fmt(row["distance"]["relative"]), _fmt(row.get("barrier_train_loss")),
-                          _fmt(row.get("barrier_test_error"))]
+                          _fmt(row.get("barrier_test_error")), _connected(row, results)]
                          for s, rows_ in r["from_baseline"].items() for k, row in enumerate(rows_, start=1)])
     if r["geometry"]:
         lines += _geometry_table(r["geometry"], at)

@@ -6,11 +6,13 @@ from __future__ import annotations
 from lthfast.config.study import StudyConfig
 from lthfast.foundations import settings
 from lthfast.foundations.errors import LthError
+from lthfast.pruning.strategies import STUDY_STRATEGIES
 
 PRESETS = {
-    # docs/protocol.md's recipe: 160 epochs, levels to 2.8% density, 3 seeds. Meant for a GPU.
-    "paper-resnet20": dict(model="resnet20"),
-    "paper-vgg16": dict(model="vgg16"),
+    # docs/protocol.md's recipe: 160 epochs, levels to 2.8% density, 3 seeds, every strategy and
+    # learning-rate rewinding beside them (Renda et al. 2020's recommended method). For a GPU.
+    "paper-resnet20": dict(model="resnet20", strategies=STUDY_STRATEGIES + ("lr-rewind",)),
+    "paper-vgg16": dict(model="vgg16", strategies=STUDY_STRATEGIES + ("lr-rewind",)),
     # A quick check of the whole path on a 2-core CPU: ResNet-20 on a 5,000-image
     # class-balanced subset, 4 epochs, 3 levels (density 0.51), one seed, which cannot decide
     # a finding (one seed has no noise estimate). No sharpness: no finding's test uses it, and

@@ -2,7 +2,9 @@
 BatchNorm statistics recomputed from training batches.
 
 Both take the numeric precision ("fp32" or "bf16" autocast), not a whole training config:
-IMP, the analyses and the trainer call them alike.
+IMP, the analyses and the trainer call them alike. Both normalize with the data set's own
+statistics (recompute_batchnorm through its EpochPlan batches, evaluate through its mean and
+std arguments; tests/test_registries.py::test_a_data_set_with_other_statistics_trains_and_interpolates).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from lthfast.data.loading import Dataset, EpochPlan, iterate_eval
+from lthfast.data.loading import MEAN, STD, Dataset, EpochPlan, iterate_eval
 
 
 def autocast(precision: str, device: torch.device):
@@ -23,15 +25,17 @@ def autocast(precision: str, device: torch.device):
 
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str, batch_size: int,
-             channels_last: bool) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` (in eval mode) on uint8 images x [N, 3, 32, 32]
-    and labels y [N]; (nan-free) zeros for N = 0."""
+             channels_last: bool, mean: tuple = MEAN, std: tuple = STD) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` (in eval mode) on uint8 images x [N, 3, H, W]
+    and int64 labels y [N], normalized with the data set's per-channel mean and std (Dataset.mean,
+    .std: every caller in the package passes its data's; the defaults are CIFAR-10's);
+    (nan-free) zeros for N = 0."""
     device = x.device
     was_training = model.training
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss, correct): one sync at the end
     with autocast(precision, device):
-        for xb, yb in iterate_eval(x, y, batch_size, channels_last):
+        for xb, yb in iterate_eval(x, y, batch_size, channels_last, mean, std):
             logits = model(xb).float()
             sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
             sums[1] += (logits.argmax(1) == yb).sum()

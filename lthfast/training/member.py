@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import Dataset, EpochPlan
+from lthfast.data.loading import Dataset, EpochPlan, normalize
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import (
     atomic_torch_save,
@@ -32,6 +32,7 @@ from lthfast.foundations.files import (
     read_json,
 )
 from lthfast.foundations.hardware import device_name
+from lthfast.models.families import check_output
 from lthfast.pruning.masks import Mask
 from lthfast.store.layout import Level
 from lthfast.training.evaluation import evaluate
@@ -86,6 +87,9 @@ class Member:
             raise LthError(f"--rewind-iter {self.config.rewind_iter} is past the end of training "
                            f"({self.total_iters} iterations)")
         self.model = build_model(self.config, device, job.initial_weights)
+        # A model whose output is not (1, classes) on one of the data's images stops here, before training.
+        check_output(self.model, normalize(data.train_x[:1].to(device), self.channels_last, data.mean, data.std),
+                     data.num_classes, self.config.model)
         self.mask = place_mask(self.model, job.mask)
         self.state = {"iteration": job.start_iteration, "epoch_loss": 0.0, "epoch_correct": 0, "epoch_seen": 0,
                       "history": [], "train_seconds": 0.0, "images_trained": 0}
@@ -195,7 +199,8 @@ class Member:
         if (epoch + 1) % config.eval_every == 0 or state["iteration"] == self.total_iters:
             t = time.perf_counter()
             entry["test_loss"], entry["test_accuracy"] = evaluate(
-                self.model, data.test_x, data.test_y, config.precision, config.eval_batch_size, self.channels_last)
+                self.model, data.test_x, data.test_y, config.precision, config.eval_batch_size, self.channels_last,
+                data.mean, data.std)
             entry["eval_seconds"] = time.perf_counter() - t
         state["history"].append(entry)
         state["epoch_loss"], state["epoch_correct"], state["epoch_seen"] = 0.0, 0, 0
@@ -212,7 +217,7 @@ class Member:
             # No epoch ended here (training started at its last iteration): still measure the result.
             t = time.perf_counter()
             loss, accuracy = evaluate(self.model, data.test_x, data.test_y, self.config.precision,
-                                      self.config.eval_batch_size, self.channels_last)
+                                      self.config.eval_batch_size, self.channels_last, data.mean, data.std)
             history.append({"epoch": self.config.epochs, "iteration": self.iteration, "test_loss": loss,
                             "test_accuracy": accuracy, "eval_seconds": time.perf_counter() - t})
         self.save_weights(self.files.final)
