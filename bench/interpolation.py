@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from common import device_name
 
-from lthfast.data.loading import synthetic
+from lthfast.data.synthetic import synthetic
 from lthfast.landscape.points import EvalSettings, interpolate
 from lthfast.models.families import create_model
 from lthfast.training.evaluation import evaluate, recompute_batchnorm

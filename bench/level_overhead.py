@@ -32,7 +32,8 @@ import torch
 import torchvision.transforms.v2 as T
 
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import MEAN, STD, synthetic
+from lthfast.data.dataset import MEAN, STD
+from lthfast.data.synthetic import synthetic
 from lthfast.foundations.files import load_checkpoint, read_json
 from lthfast.imp.driver import ImpConfig, ImpRun
 from lthfast.models.families import create_model, prunable_names

@@ -26,7 +26,8 @@ import torch
 import torchvision.transforms.v2 as T
 
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import MEAN, STD, EpochPlan, synthetic
+from lthfast.data.dataset import MEAN, STD, EpochPlan
+from lthfast.data.synthetic import synthetic
 from lthfast.models.families import create_model, prunable_names
 from lthfast.training.network import place_mask
 from lthfast.training.optim import MaskedSGD

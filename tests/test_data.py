@@ -3,15 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lthfast.data.loading import (
-    CIFAR10_CLASSES,
-    EpochPlan,
-    augment,
-    balanced_subset,
-    load_dataset,
-    normalize,
-    synthetic,
-)
+from lthfast.data.cifar10 import CIFAR10_CLASSES
+from lthfast.data.dataset import EpochPlan, augment, balanced_subset, normalize
+from lthfast.data.loading import load_dataset
+from lthfast.data.synthetic import synthetic
 from lthfast.foundations.errors import LthError
 
 

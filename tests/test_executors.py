@@ -19,7 +19,7 @@ from lthfast.study.presets import preset_config
 from lthfast.study.scheduler import batches, execute
 
 # One seed, one level, the smoke preset's tiny ResNet: every job kind in seconds.
-SMALL = dict(seeds=(0,), levels=1, rewind_zero=False, volume_directions=1, sharpness_levels=())
+SMALL = dict(seeds=(0,), levels=1, rewind_zero=False, volume_directions=1, sharpness_levels=(), instability_levels=())
 
 
 def stored(root):
@@ -111,7 +111,7 @@ def test_two_local_workers_store_the_same_numbers_and_run_every_job_once(alone, 
 def study_command(root, *extra):
     return subprocess.Popen([sys.executable, "-m", "lthfast", "study", "--preset", "smoke", "--seeds", "0",
                              "--levels", "1", "--norewind-zero", "--volume-directions", "1", "--sharpness-levels", "",
-                             "--root", str(root), "--noreport", "--stack-mode", "loop", *extra], stdout=subprocess.PIPE,
+                             "--instability-levels", "", "--root", str(root), "--noreport", "--stack-mode", "loop", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import synthetic
+from lthfast.data.synthetic import synthetic
 from lthfast.landscape.points import EvalSettings, barrier, interpolate
 from lthfast.models.families import create_model
 from lthfast.models.stacked import load_points, split_logits, stack_model

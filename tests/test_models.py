@@ -58,3 +58,20 @@ def test_prunable_weights():
 def test_bad_model_names(name, fragment):
     with pytest.raises(LthError, match=fragment):
         parse_model_name(name)
+
+
+def test_a_factory_name_is_a_family_of_the_registry():
+    """examples/custom_cnn.py (the README's): its factory, PRUNABLE and REWIND_ITER are read
+    through the same lookup as resnet20's; the unknown-name error names the factory form."""
+    from pathlib import Path
+
+    from lthfast.models.registry import lookup
+
+    name = f"{Path(__file__).resolve().parents[1] / 'examples' / 'custom_cnn.py'}:build"
+    entry, depth = lookup(name)
+    assert (entry.factory, entry.rewind_iter, depth) == (True, 1, 0)
+    model = create_model(name, seed=0, num_classes=100)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    assert prunable_names(model) == ["features.0.weight", "features.4.weight", "features.8.weight"]
+    with pytest.raises(LthError, match=r"\), or package\.module:factory or path/to/file\.py:factory"):
+        parse_model_name("lenet")

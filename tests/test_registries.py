@@ -12,7 +12,9 @@ import lthfast.models
 from lthfast.config.analyses import CurveSettings
 from lthfast.config.runs import DEFAULT_REWIND_ITER, ImpConfig, TrainConfig
 from lthfast.data import registry as data_registry
-from lthfast.data.loading import MEAN, SIZES, Dataset, load_dataset
+from lthfast.data.dataset import MEAN, Dataset
+from lthfast.data.loading import load_dataset
+from lthfast.data.registry import SIZES
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import load_tensors
 from lthfast.imp.driver import ImpRun
@@ -26,6 +28,8 @@ from lthfast.models.families import (
     prunable_names,
 )
 from lthfast.pruning import masks as pruning
+from lthfast.training.evaluation import evaluate
+from lthfast.training.network import build_model, use_channels_last
 
 
 class ToyCNN(nn.Module):
@@ -72,10 +76,13 @@ def toys():
         for classes in (10, 3):
             lthfast.data.register(f"toy{classes}", load=lambda data_dir, cache_dir, c=classes: toy_images(c),
                                   num_classes=classes, sizes=(60, 30), description="a toy set")
+        lthfast.data.register("gray", load=lambda data_dir, cache_dir: toy_images(3), num_classes=3, sizes=(60, 30),
+                              mean=GRAY[0], std=GRAY[1], description="a toy set with its own statistics")
         yield
 
 
 TRAIN = dict(model="toycnn2", train_subset=30, batch_size=10, epochs=2, eval_batch_size=64)
+GRAY = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # the gray set's mean and std: not CIFAR-10's
 
 
 def imp_run(root, data: str) -> ImpRun:
@@ -88,7 +95,7 @@ def imp_run(root, data: str) -> ImpRun:
 def toy_runs(toys, tmp_path_factory):
     """One IMP level of toycnn2 on each toy set: {data set: (run, level folders)}."""
     out = {}
-    for data in ("toy10", "toy3"):
+    for data in ("toy10", "toy3", "gray"):
         run = imp_run(tmp_path_factory.mktemp(data), data)
         out[data] = run, run.chain("imp", 1)
     return out
@@ -152,17 +159,31 @@ def test_the_built_in_entries():
 
 
 def test_unknown_data_set_lists_the_registered_ones(toys):
-    with pytest.raises(LthError, match="unknown data set 'nope'; known: cifar10, synthetic, toy10, toy3"):
+    known = "cifar10, cifar100, imagefolder, synthetic, toy10, toy3, gray"
+    with pytest.raises(LthError, match=f"unknown data set 'nope'; known: {known}"):
         load_dataset("nope")
-    with pytest.raises(LthError, match="--data must be one of cifar10, synthetic, toy10, toy3, got 'nope'"):
+    with pytest.raises(LthError, match=f"--data must be one of {known}, got 'nope'"):
         TrainConfig(data="nope")
 
 
-def test_a_data_set_with_other_statistics_is_refused(monkeypatch):
-    monkeypatch.setattr(data_registry, "DATA_SETS", dict(data_registry.DATA_SETS))
-    with pytest.raises(ValueError, match="only the default"):
-        lthfast.data.register("gray", load=lambda d, c: toy_images(3), num_classes=3, sizes=(60, 30),
-                              mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+def test_a_data_set_with_other_statistics_trains_and_interpolates(toy_runs):
+    """Training, IMP's evaluations and the analyses all normalize with the set's own statistics."""
+    run, folders = toy_runs["gray"]
+    data = load_dataset("gray", train_subset=30)
+    assert (data.mean, data.std) == GRAY
+    record = json.loads((folders[1] / "level.json").read_text())
+    config = run.config.train  # evaluated as the trainer did: its precision and memory layout
+    model = build_model(config, torch.device("cpu"), load_tensors(folders[1] / "final.pt"))
+    layout = use_channels_last(config, torch.device("cpu"))
+    own = evaluate(model, data.test_x, data.test_y, config.precision, 64, layout, *GRAY)
+    assert own == (pytest.approx(record["test_loss"], rel=1e-5), pytest.approx(record["test_accuracy"]))
+    cifar = evaluate(model, data.test_x, data.test_y, config.precision, 64, layout)  # CIFAR-10's statistics
+    assert cifar[0] != pytest.approx(own[0], rel=1e-3)
+    opened = AnalysisRun(run.dir, device="cpu")
+    curve = analysis.interpolation(opened, opened.solution("imp:0"), opened.solution("imp:1"),
+                                   CurveSettings(points=3, bn="interpolate", train_images=30))["result"]
+    assert curve["train_loss"][-1] == pytest.approx(record["train_loss"], rel=1e-5)
+    assert curve["test_error"][-1] == pytest.approx(1 - record["test_accuracy"], abs=1e-6)
 
 
 def test_bad_registrations_are_refused(monkeypatch):
@@ -177,6 +198,8 @@ def test_bad_registrations_are_refused(monkeypatch):
         lthfast.data.register("cifar10", load=lambda d, c: toy_images(3), num_classes=10, sizes=(1, 1))
     with pytest.raises(ValueError, match="num_classes"):
         lthfast.data.register("one", load=lambda d, c: toy_images(3), num_classes=1, sizes=(1, 1))
+    with pytest.raises(ValueError, match="std of data set 'flat' must be 3 finite numbers"):
+        lthfast.data.register("flat", load=lambda d, c: toy_images(3), num_classes=3, sizes=(1, 1), std=(0.2, 0, 0.2))
 
 
 def test_a_registration_leaves_with_its_monkeypatch():

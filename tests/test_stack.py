@@ -19,7 +19,8 @@ import torch
 
 from lthfast import ops
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import Dataset, EpochPlan, load_dataset
+from lthfast.data.dataset import Dataset, EpochPlan
+from lthfast.data.loading import load_dataset
 from lthfast.foundations.errors import Interrupted, LthError
 from lthfast.foundations.files import load_tensors, read_json
 from lthfast.models.families import create_model, prunable_names

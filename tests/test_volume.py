@@ -51,7 +51,7 @@ def test_directions_stay_in_the_unpruned_weights_at_theta_scale():
 
 
 def test_radii_on_a_real_model_bracket_the_loss_level():
-    from lthfast.data.loading import synthetic
+    from lthfast.data.synthetic import synthetic
     from lthfast.landscape.points import EvalSettings, along_directions
     from lthfast.landscape.volume import model_losses_at
     from lthfast.models.families import create_model, prunable_names

@@ -11,7 +11,8 @@ from pathlib import Path
 from lthfast.cli.flags import build, with_flags
 from lthfast.config.analyses import CurveSettings, SharpnessSettings, VolumeSettings
 from lthfast.foundations.errors import LthError
-from lthfast.foundations.settings import number
+from lthfast.foundations.settings import integer, number
+from lthfast.imp.driver import ImpRun
 from lthfast.landscape import curves as analysis
 from lthfast.landscape import plots, registry
 from lthfast.landscape import sublevel as sublevel_set
@@ -180,8 +181,30 @@ def distance(run=None, a=None, b=None, successive=None, force: bool = False):
               f"weights ({doc['path']})")
 
 
+@with_flags(CurveSettings, Compute, more=WHERE)
+def instability(run=None, level=None, data_dir=None, device: str = "auto", force: bool = False, **flags):
+    """Instability (Frankle et al. 2020): two copies trained from the start of level LEVEL (the
+    dense run's rewind point for level 0) with the same weights, mask and schedule but different
+    data orders, and the test-error barrier between them (BatchNorm recomputed). The first copy
+    is the stored imp:LEVEL; the second is trained once and stored beside it.
+
+    Args:
+        run: the run folder, ROOT/imp_<hash>.
+        level: the level whose start the copies train from (0: the dense run's rewind point).
+    """
+    settings, compute = build(CurveSettings, flags), build(Compute, flags)  # every flag checked before any work
+    if level is None:
+        raise LthError("give --level LEVEL (0: the dense run's rewind point)")
+    level = integer("--level", level, minimum=0)
+    r = _open(run, data_dir, device)
+    ImpRun(r.config, r.folder.parent, r.data).instability_copy(level)
+    doc = registry.get("instability").compute(r, [r.solution(f"imp:{level}"), r.solution(f"instability:{level}")],
+                                              settings, compute, force)
+    print(_curve_line(doc))
+
+
 DEDICATED = {"interpolate": interpolate, "prune-path": prune_path, "sublevel": sublevel, "volume": volume,
-             "sharpness": sharpness, "distance": distance}
+             "sharpness": sharpness, "distance": distance, "instability": instability}
 
 
 def _print(entry: registry.Analysis, doc: dict) -> None:

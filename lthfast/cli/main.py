@@ -74,7 +74,8 @@ def imp(strategy: str = "imp", levels: int = 12, sparsities=None, stack: int | N
         allowed = [s for s, e in strategies.STRATEGIES.items() if e.own_densities]
         raise LthError(f"--sparsities applies to {' and '.join(allowed)}, not {strategy}")
     if sparsities is None:
-        check_levels(prunable_count(config.train.model, config.train.width), config.prune_fraction, levels)
+        check_levels(prunable_count(config.train.model, config.train.width, config.train.num_classes),
+                     config.prune_fraction, levels)
     else:
         values = [number("--sparsities", s) for s in parse_list(sparsities, "floats")]
         for s in values:

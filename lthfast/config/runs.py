@@ -99,7 +99,6 @@ class TrainConfig:
             self.milestones = tuple(sorted(self.milestones))
         check_device(self.device)
         self.precision = resolve_precision(self.precision, self.device)
-        self.data = data_sets.bind(self.data, self.data_dir)  # a folder-read data set's classes are its folder's
         if family(self.model).factory:  # no width; NCHW unless asked (a factory's code may `view` activations)
             self.width = None
             if self.channels_last is None:
@@ -117,7 +116,7 @@ class TrainConfig:
     @property
     def num_classes(self) -> int:
         """The data set's class count: the model's output size."""
-        return data_sets.get(self.data).num_classes
+        return data_sets.get(self.data, self.data_dir).num_classes
 
     @property
     def effective_data_seed(self) -> int:
@@ -128,7 +127,7 @@ class TrainConfig:
 
     def hashed_fields(self) -> dict:
         out = settings.hashed(self, LEGACY_DEFAULTS, skip=NOT_HASHED)
-        entry = data_sets.get(self.data)
+        entry = data_sets.get(self.data, self.data_dir)
         if entry.reads_data_dir and self.data_dir is not None:
             out["data_source"] = "image-folder"
         if entry.identity is not None:

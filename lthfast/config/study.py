@@ -15,15 +15,19 @@ import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
+import lthfast.data.registry as data_sets
 from lthfast.config.analyses import CurveSettings, SharpnessSettings, VolumeSettings
 from lthfast.config.runs import LEGACY_DEFAULTS, SEED_MAX, ImpConfig, TrainConfig
-from lthfast.data.loading import SIZES
 from lthfast.foundations import settings
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.settings import nested, setting
 from lthfast.models.families import prunable_count
 from lthfast.pruning import strategies
 from lthfast.pruning.masks import check_levels
+
+# What a stored study meant by a setting it did not have yet: studies stored before instability
+# measured none (so that opening them computes nothing new).
+STUDY_LEGACY = {"instability_levels": ()}
 
 
 @dataclass
@@ -46,6 +50,10 @@ class StudyConfig:
     sharpness_levels: tuple | None = setting(None, "IMP levels with sharpness, -1 the last (default: all; empty: "
                                              "none; the costliest analysis).", kind="ints")
     eps_margin: float = setting(0.1, "relative margin of the sublevel threshold eps.", kind="float", minimum=0.0)
+    instability_levels: tuple | None = setting(None, "levels whose instability the study measures (two copies "
+                                               "from the level's start with different data orders; Frankle et al. "
+                                               "2020), -1 the deepest (default: 0 and the deepest; empty: none).",
+                                               kind="ints")
     connected_threshold: float = setting(0.02, "test-error barrier below which two networks are linearly connected "
                                          "and above which they are separated, each by a one-sided t test over seeds "
                                          "(Frankle et al. 2020; docs/protocol.md).", kind="float", positive=True,
@@ -59,6 +67,10 @@ class StudyConfig:
                                                          for k in self.sharpness_levels):
             raise LthError(f"--sharpness-levels must lie in 0..{self.levels} (or -1 for the last), "
                            f"got {self.sharpness_levels}")
+        if self.instability_levels is not None and not all(-self.levels - 1 <= k <= self.levels
+                                                           for k in self.instability_levels):
+            raise LthError(f"--instability-levels must lie in 0..{self.levels} (or -1 for the deepest), "
+                           f"got {self.instability_levels}")
         if not self.seeds:
             raise LthError("--seeds must name at least one seed")
         for s in self.strategies + self.rewind_zero_strategies:
@@ -83,14 +95,19 @@ class StudyConfig:
     def _check_plan(self) -> None:
         """Plans that cannot finish fail now, before the first training."""
         t = self.train
-        check_levels(prunable_count(t.model, t.width), self.imp.prune_fraction, self.levels)
-        total = t.epochs * math.ceil((t.train_subset or SIZES[t.data][0]) / t.batch_size)
+        check_levels(prunable_count(t.model, t.width, t.num_classes), self.imp.prune_fraction, self.levels)
+        total = t.epochs * math.ceil((t.train_subset or data_sets.get(t.data, t.data_dir).sizes[0]) / t.batch_size)
         if self.rewind_iter > total:
             raise LthError(f"--rewind-iter {self.rewind_iter} is past the end of training ({total} iterations)")
         strays = [s for s in self.geometry_seeds or () if s not in self.seeds]
         if strays:
             raise LthError(f"--geometry-seeds {', '.join(map(str, strays))} not among --seeds "
                            f"{', '.join(map(str, self.seeds))}")
+
+    def instability_at(self) -> list[int]:
+        """The levels of the instability pairs, at every rewind point."""
+        chosen = (0, self.levels) if self.instability_levels is None else self.instability_levels
+        return sorted({k % (self.levels + 1) for k in chosen})
 
     def rewinds(self) -> list[int]:
         return [self.rewind_iter] + ([0] if self.rewind_zero and self.rewind_iter != 0 else [])
@@ -113,9 +130,9 @@ class StudyConfig:
         flat = {}
         for flag in settings.flat_fields(cls):
             if "imp" not in d:
-                value = {**LEGACY_DEFAULTS, **d}.get(flag.name, flag)
+                value = {**LEGACY_DEFAULTS, **STUDY_LEGACY, **d}.get(flag.name, flag)
             else:
-                value = d
+                value = d if flag.name not in STUDY_LEGACY or flag.name in d else STUDY_LEGACY
                 for name in flag.path:
                     value = value.get(name, flag) if isinstance(value, dict) else flag
             if value is not flag:

@@ -7,4 +7,4 @@ importing this package registers the built-in ones, so a name such as cifar10 re
 whichever module of the package is imported first.
 """
 from lthfast.data import cifar10, cifar100, imagefolder, synthetic  # noqa: F401,E402  (each registers its data set)
-from lthfast.data.registry import DataSetEntry, bind, get, register  # noqa: F401
+from lthfast.data.registry import DataSetEntry, get, register  # noqa: F401

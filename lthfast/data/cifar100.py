@@ -17,25 +17,12 @@ MEAN = (0.5071, 0.4865, 0.4409)
 STD = (0.2673, 0.2564, 0.2762)
 
 
-def load_image_folder(data_dir: str | Path, cache_dir: Path | None = None) -> Dataset:
-    """CIFAR-100 from an ImageFolder copy (100 classes, 32x32 images); LthError for a missing
-    folder, a wrong class count, an unreadable or wrongly sized image."""
-    listing = sources.list_folder(data_dir, "CIFAR-100", classes=100)
-    key = sources.fingerprint(sources.all_files(listing), Path(data_dir).expanduser())
-    return Dataset(**sources.cached(sources.cache_path(cache_dir, f"cifar100-folder-{key}.pt"),
-                                    lambda: sources.read_folder(listing, "CIFAR-100 images", (32, 32))))
-
-
-def load_torchvision(cache_dir: Path | None = None) -> Dataset:
-    """CIFAR-100 from torchvision's download into the cache folder; LthError if it fails."""
-    return Dataset(**sources.torchvision_set("CIFAR100", "cifar-100-python", "CIFAR-100", "cifar100-torchvision",
-                                             cache_dir))
-
-
 def load(data_dir: str | None, cache_dir: Path | None) -> Dataset:
-    """The ImageFolder copy at data_dir if given, else torchvision's download."""
-    return load_image_folder(data_dir, cache_dir) if data_dir else load_torchvision(cache_dir)
+    """The ImageFolder copy at data_dir (100 class folders) if given, else torchvision's
+    download (lthfast.data.sources.cifar_loader)."""
+    return Dataset(**_load(data_dir, cache_dir))
 
 
+_load = sources.cifar_loader("cifar100", "CIFAR-100", 100, "CIFAR100", "cifar-100-python")
 register("cifar100", load=load, num_classes=100, sizes=SIZES, mean=MEAN, std=STD, description="CIFAR-100",
          reads_data_dir=True)

@@ -2,10 +2,6 @@
 lthfast.data.registry (cifar10, cifar100, imagefolder, synthetic, and any data set
 registered), then takes the class-balanced subset the config asks for.
 
-This module is also where callers import the data layer from: Dataset, the epoch plan,
-normalization and evaluation batches (lthfast.data.dataset), the CIFAR-10 and synthetic
-sources, and SIZES, {name: (training, test) images} of every registered data set.
-
 Invariant: a data set's tensors are a function of its source and (train_subset, subset_seed)
 alone (tests/test_data.py::test_balanced_subset_is_seeded_and_balanced, test_synthetic_is_deterministic).
 """
@@ -15,27 +11,7 @@ import dataclasses
 from pathlib import Path
 
 import lthfast.data.registry as registry
-from lthfast.data.cifar10 import (  # noqa: F401
-    CIFAR10_CLASSES,
-    IMAGE_EXTENSIONS,
-    load_image_folder,
-    load_torchvision,
-)
-from lthfast.data.dataset import (  # noqa: F401
-    CROP_PADDING,
-    MEAN,
-    STD,
-    Dataset,
-    EpochPlan,
-    augment,
-    balanced_subset,
-    default_cache_dir,
-    fixed_sample,
-    iterate_eval,
-    normalize,
-)
-from lthfast.data.registry import SIZES  # noqa: F401
-from lthfast.data.synthetic import synthetic  # noqa: F401
+from lthfast.data.dataset import Dataset, balanced_subset
 from lthfast.foundations.errors import LthError
 
 
@@ -48,9 +24,7 @@ def load_dataset(name: str, data_dir: str | None = None, train_subset: int | Non
 
     Errors (LthError, one line): an unknown name, a source the loader cannot read, labels
     outside [0, num_classes), a train_subset below one image per class or above the set."""
-    if data_dir is None:
-        data_dir = getattr(name, "data_dir", None)  # a name bound to its folder (registry.bind)
-    entry = registry.get(registry.bind(name, data_dir))
+    entry = registry.get(name, data_dir)
     data = entry.load(data_dir, cache_dir)
     if entry.mean is not None:
         data = dataclasses.replace(data, mean=entry.mean, std=entry.std)

@@ -7,10 +7,9 @@ on its name. TrainConfig's `data` choices are this table's names (a live view: a
 registered later is a valid choice).
 
 A data set whose classes and sizes are read from its folder (imagefolder) registers
-`describe` instead of a class count: TrainConfig binds its name to its --data-dir (`bind`: a
-str equal to the name, written and hashed as the name), and `get` of a bound name answers
-that folder's entry, so whatever reads a config's data set (the model's output size, the
-sizes) reads the folder's.
+`describe` instead of a class count: `get(name, data_dir)` answers that folder's entry, so
+whatever reads a config's data set through its data and data_dir (the model's output size,
+TrainConfig.num_classes; the sizes) reads the folder's.
 
 Invariants:
   - an unknown name is a one-line LthError listing the known names
@@ -64,7 +63,7 @@ class DataSetEntry:
     description: a few words for the command line's help.
     reads_data_dir: whether `load` reads data_dir (then a folder source is part of a run's hash).
     describe: (data_dir) -> Description, for a data set read from a folder of any class count
-        (num_classes and sizes are then the folder's, through a bound name); None otherwise.
+        (num_classes and sizes are then the folder's: get(name, data_dir)); None otherwise.
     identity: the bound folder's Description.identity (None for an unbound entry).
     """
     name: str
@@ -104,9 +103,9 @@ def register(name: str, *, load: Callable[[str | None, Path | None], Dataset], n
     or only one of them is None."""
     if name in DATA_SETS:
         raise ValueError(f"data set {name!r} is already registered")
-    if describe is None or num_classes is not None:
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"num_classes of data set {name!r} must be an int >= 2, got {num_classes!r}")
+    if (describe is None or num_classes is not None) and \
+            (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2):
+        raise ValueError(f"num_classes of data set {name!r} must be an int >= 2, got {num_classes!r}")
     if describe is None or sizes is not None:
         sizes = tuple(sizes or ())
         if len(sizes) != 2 or not all(isinstance(n, int) and n > 0 for n in sizes):
@@ -119,31 +118,9 @@ def register(name: str, *, load: Callable[[str | None, Path | None], Dataset], n
     return entry
 
 
-class BoundName(str):
-    """A data set's name bound to the folder it reads (`data_dir`): equal to, hashed and
-    written (JSON, the run hash) as the bare name."""
-    data_dir: str | None
-
-    def __new__(cls, name: str, data_dir: str | None = None):
-        bound = super().__new__(cls, name)
-        bound.data_dir = data_dir
-        return bound
-
-    def __reduce__(self):  # pickled and copied with its folder
-        return BoundName, (str(self), self.data_dir)
-
-
-def bind(name: str, data_dir: str | None) -> str:
-    """`name` bound to data_dir if its data set is read from a folder (`describe`), else
-    `name` unchanged (an unknown name too: `get` reports it)."""
-    entry = DATA_SETS.get(name) if isinstance(name, str) else None
-    if entry is None or entry.describe is None:
-        return name
-    return BoundName(str(name), None if data_dir is None else str(data_dir))
-
-
-def get(name: str) -> DataSetEntry:
-    """The entry of a data set (of a bound name: its folder's class count, sizes and identity).
+def get(name: str, data_dir: str | None = None) -> DataSetEntry:
+    """The entry of a data set; for one read from a folder of any class count (`describe`),
+    with that folder's class count, sizes and identity.
 
     Errors (LthError, one line): an unknown name, naming the known ones; a folder-read data
     set without a folder; the folder's own errors (lthfast.data.sources)."""
@@ -153,7 +130,7 @@ def get(name: str) -> DataSetEntry:
         raise LthError(f"unknown data set {name!r}; known: {', '.join(DATA_SETS)}") from None
     if entry.describe is None:
         return entry
-    folder = getattr(name, "data_dir", None)
+    folder = data_dir
     if folder is None:
         raise LthError(f"--data {name} reads its images from --data-dir (a folder with train/<class>/ and "
                        "test/<class>/); none was given")

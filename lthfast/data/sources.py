@@ -72,6 +72,7 @@ def list_folder(data_dir: str | Path, what: str, classes: int | None = None) -> 
 
 
 def all_files(listing: dict[str, list[list[Path]]]) -> list[Path]:
+    """Every image file of a listing (list_folder's), training files first, in label order."""
     return [p for split in SPLITS for fs in listing[split] for p in fs]
 
 
@@ -141,6 +142,7 @@ def cached(cache_file: Path, build) -> dict[str, torch.Tensor]:
 
 
 def cache_path(cache_dir: Path | None, name: str) -> Path:
+    """Where a decoded data set named `name` is cached: <cache folder>/data/<name>."""
     return (cache_dir or default_cache_dir()) / "data" / name
 
 
@@ -167,3 +169,19 @@ def torchvision_set(class_name: str, folder: str, what: str, prefix: str, cache_
             out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
         return out
     return cached(cache_path(cache_dir, f"{prefix}-{key}.pt"), build)
+
+
+def cifar_loader(key: str, title: str, classes: int, torchvision_class: str, archive: str):
+    """load(data_dir, cache_dir) of a CIFAR-like set of 32x32 images with `classes` classes:
+    the ImageFolder copy at data_dir if given (cached as `<key>-folder-<fingerprint>.pt`), else
+    torchvision's `torchvision_class` downloaded into the cache folder (`<key>-torchvision-...`);
+    LthError for a missing folder, a wrong class count, an unreadable or wrongly sized image, or
+    a failed download."""
+    def load(data_dir: str | None, cache_dir: Path | None) -> dict:
+        if data_dir:
+            listing = list_folder(data_dir, title, classes=classes)
+            key_ = fingerprint(all_files(listing), Path(data_dir).expanduser())
+            return cached(cache_path(cache_dir, f"{key}-folder-{key_}.pt"),
+                          lambda: read_folder(listing, f"{title} images", (32, 32)))
+        return torchvision_set(torchvision_class, archive, title, f"{key}-torchvision", cache_dir)
+    return load

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from lthfast.config.runs import ImpConfig, TrainConfig
-from lthfast.data.loading import Dataset, fixed_sample
+from lthfast.data.dataset import Dataset, fixed_sample
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import (
     atomic_torch_save,
@@ -34,7 +34,8 @@ from lthfast.models.families import create_model, prunable_names
 from lthfast.pruning import masks as pruning
 from lthfast.pruning import strategies
 from lthfast.pruning.strategies import StartContext
-from lthfast.store.layout import Level, Run, Store, readable
+from lthfast.store.layout import COPIES, Run, Store
+from lthfast.store.level import Level, readable
 from lthfast.training.evaluation import evaluate, recompute_batchnorm
 from lthfast.training.network import build_model, cpu_copies, use_channels_last
 from lthfast.training.stack import TrainJob, train_stack
@@ -110,6 +111,8 @@ class ImpRun:
     def prepare(self, strategy: str, level: int, density: float | None = None) -> "Prepared | None":
         """Everything a level needs before its training, its parent being finished: the mask,
         the evaluated baseline and the start (strategies table); None if the level is finished."""
+        if strategy == COPIES:
+            return self._prepare_copy(level)
         files = self.run.level(strategy, level, density)
         if self._finished(files):
             return None
@@ -138,8 +141,38 @@ class ImpRun:
         job = TrainJob(config, files.folder, mask, start, entry.start_iteration(self.config.train.rewind_iter))
         return Prepared(self, strategy, level, files, mask, baseline, timer, job)
 
+    def _prepare_copy(self, level: int) -> "Prepared | None":
+        """The second copy of the instability pair at `level` (Frankle et al. 2020): imp:level's
+        start (the dense run's weights at the rewind point R, under imp's mask m_level), from
+        iteration R on imp's schedule, with another data order and augmentation; None if it is
+        trained. The first copy is imp:level itself (at level 0 the dense run, which passes R
+        with its momentum, where a rewound training starts without). tests/test_instability.py."""
+        files = self.run.copy(level)
+        if files.repair():
+            warnings.warn(f"{files.folder}: damaged files set aside; the copy is trained again")
+        if files.trained():
+            return None
+        source = self.run.level("imp", level)
+        if not source.finished():
+            raise LthError(f"the instability pair at level {level} starts where imp:{level} does, which is not "
+                           f"finished in {self.dir}")
+        mask = None if level == 0 else pruning.unpack(load_checkpoint(source.mask))
+        order = int(digest(f"{self.config.train.seed}/{COPIES}/{level}", 8), 16)
+        config = self.train_config("imp", level, rewind_iter=None, data_seed=order)
+        job = TrainJob(config, files.folder, mask, load_checkpoint(self.run.level("imp", 0).rewind),
+                       self.config.train.rewind_iter)
+        return Prepared(self, COPIES, level, files, mask, None, _PhaseTimer(), job)
+
+    def instability_copy(self, level: int) -> Path:
+        """Train (or find) the second copy of the instability pair at `level`; its folder."""
+        train_together([(self, COPIES, level, None)], stack=1, mode="loop")
+        return self.run.copy(level).folder
+
     def finish(self, prepared: "Prepared", metrics: dict) -> None:
-        """level.json and the index line of a trained level (level 0: its dense mask too)."""
+        """level.json and the index line of a trained level (level 0: its dense mask too); an
+        instability copy is the trainer's files alone."""
+        if prepared.strategy == COPIES:
+            return
         mask = prepared.mask
         if prepared.level == 0:
             mask = pruning.dense_mask(load_checkpoint(prepared.files.final), self.dense_names)

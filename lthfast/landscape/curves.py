@@ -18,7 +18,7 @@ from lthfast.landscape import plots
 from lthfast.landscape import points as landscape
 from lthfast.landscape.runs import AnalysisRun, cached
 from lthfast.pruning.masks import kept_count
-from lthfast.store.layout import Solution
+from lthfast.store.level import Solution
 from lthfast.training.network import use_channels_last
 
 # ----------------------------------------------------------------------------- cache

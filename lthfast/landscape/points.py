@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lthfast import ops
-from lthfast.data.loading import MEAN, STD, Dataset, iterate_eval
+from lthfast.data.dataset import MEAN, STD, Dataset, iterate_eval
 from lthfast.models.families import create_model
 from lthfast.models.stacked import load_points, split_logits, stack_model
 from lthfast.training.evaluation import autocast, recompute_batchnorm

@@ -13,6 +13,8 @@ Targets (the study's comparisons, docs/protocol.md):
   prune-step      (imp:k-1, imp:k:baseline), the pruning step into level k, late rewind point
   from-baseline   (imp:k:baseline, S:k) for S in imp and finetune, late rewind point
   level           (imp:k,) for k >= 0, the geometry seeds at the late rewind point
+  instability     (imp:k, instability:k), the two copies of an instability pair, for the
+                  study's instability levels at every rewind point
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ from typing import Callable
 from lthfast.config.analyses import CurveSettings, SharpnessSettings, VolumeSettings
 from lthfast.foundations.errors import LthError
 from lthfast.landscape import curves, sharpness, volume
+from lthfast.store.layout import COPIES
 
-TARGETS = ("successive", "prune-step", "from-baseline", "level")
+TARGETS = ("successive", "prune-step", "from-baseline", "level", "instability")
 DEFAULT_TEST_IMAGES = 10_000  # CIFAR-10's test set: the cost of "all test images"
 
 
@@ -96,6 +99,7 @@ def targets(study, seed: int, rewind: int) -> list[tuple[str, tuple, int]]:
     geometry_seeds = study.geometry_seeds if study.geometry_seeds is not None else study.seeds
     if seed in geometry_seeds and late:
         out += [("level", (f"imp:{k}",), k) for k in range(study.levels + 1)]
+    out += [("instability", (f"imp:{k}", f"{COPIES}:{k}"), k) for k in study.instability_at()]
     return out
 
 
@@ -124,6 +128,8 @@ def _curve(what: str, targets: tuple, help: str) -> Analysis:
 
 register(_curve("interpolate", ("successive", "from-baseline"), "the curve and barriers between two solutions"))
 register(_curve("prune-path", ("prune-step",), "the curve from theta_{k-1} to its pruned baseline b_k"))
+register(_curve("instability", ("instability",), "the barrier between the two copies of an instability pair "
+                "(Frankle et al. 2020): stable when they are linearly connected"))
 register(Analysis("distance", lambda run, solutions, s, compute, force=False: curves.distance(run, *solutions, force),
                   lambda s, study, cal: 0.5, ("successive", "from-baseline"),
                   lambda r: {"l2": r["l2"], "relative": r["relative"]}, help="L2 distance over the unpruned weights"))

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from lthfast.data.loading import Dataset, fixed_sample, load_dataset
+from lthfast.data.dataset import Dataset, fixed_sample
+from lthfast.data.loading import load_dataset
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import atomic_write_json, read_json
 from lthfast.foundations.hardware import device_name, resolve_device
 from lthfast.store import layout as store
-from lthfast.store.layout import Solution
+from lthfast.store.level import Solution
 
 
 class AnalysisRun(store.Run):

@@ -11,12 +11,12 @@ from dataclasses import asdict
 import torch
 
 from lthfast.config.analyses import SharpnessSettings
-from lthfast.data.loading import normalize
+from lthfast.data.dataset import normalize
 from lthfast.landscape.hessian import extreme_eigenvalues, hutchinson_trace, model_loss
 from lthfast.landscape.runs import AnalysisRun, cached
 from lthfast.models.families import create_model
 from lthfast.pruning.masks import kept_count
-from lthfast.store.layout import Solution
+from lthfast.store.level import Solution
 
 
 def sharpness(run: AnalysisRun, solution: Solution, settings: SharpnessSettings | None = None, force: bool = False,

@@ -17,7 +17,7 @@ from lthfast.landscape.curves import Compute
 from lthfast.landscape.points import EvalSettings, along_directions
 from lthfast.landscape.runs import AnalysisRun, cached
 from lthfast.pruning.masks import kept_count
-from lthfast.store.layout import Solution
+from lthfast.store.level import Solution
 
 Params = dict[str, torch.Tensor]
 

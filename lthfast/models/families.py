@@ -9,7 +9,7 @@ the registry's entry of the name decides the class, the default width and the la
 Invariants: create_model's weights are a function of (name, width, seed, num_classes) alone,
 whatever else is registered (tests/test_models.py::test_seeded_init_is_reproducible_and_seed_dependent,
 tests/test_registries.py::test_a_registration_leaves_with_its_monkeypatch); a factory model's
-too: it is built under the seed (tests/test_custom.py::test_a_factory_model_is_seeded).
+too: it is built under the seed (tests/test_custom.py::test_a_factory_model_is_seeded_and_names_its_prunable_weights).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import functools
 import torch
 from torch import nn
 
-import lthfast.models.registry as registry
 import lthfast.models.custom  # noqa: F401  (resolves factory names)
+import lthfast.models.registry as registry
 from lthfast.foundations import hardware
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.hashing import digest

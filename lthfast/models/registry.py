@@ -70,10 +70,10 @@ class ModelFamily:
 
 FAMILIES: dict[str, ModelFamily] = {}
 # (form, resolve): resolve(name) -> the family of a name with a colon, or None if not its form.
-RESOLVERS: list[tuple[str, Callable[[str], "ModelFamily | None"]]] = []
+RESOLVERS: list[tuple[str, Callable[[str], ModelFamily | None]]] = []
 
 
-def add_resolver(form: str, resolve: Callable[[str], "ModelFamily | None"]) -> None:
+def add_resolver(form: str, resolve: Callable[[str], ModelFamily | None]) -> None:
     """Let `resolve` build the family of names with a colon; `form` describes them for the
     unknown-name error ("package.module:factory")."""
     RESOLVERS.append((form, resolve))

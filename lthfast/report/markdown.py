@@ -27,7 +27,7 @@ SHORT = {1: "small-volume minima, exposed by IMP", 2: "barriers between successi
 
 
 # Analyses the tables above present; any other registered analysis gets a table of its own.
-SHOWN = {"interpolate", "prune-path", "distance", "volume", "sharpness"}
+SHOWN = {"interpolate", "prune-path", "distance", "volume", "sharpness", "instability"}
 
 
 def write_report(root: Path | str) -> Path:
@@ -152,6 +152,16 @@ def _rewind_section(results: dict, rewind: str, r: dict) -> list[str]:
                     [[" → ".join(cv["pair"]), _fmt(cv.get("barrier_train_loss")), _fmt(cv.get("barrier_test_error")),
                       _connected(cv, results), _fmt(d["l2"]), _fmt(d["relative"])]
                      for cv, d in zip(r["successive"], r["distance_successive"])])
+    if any(cv["seeds"] for cv in r.get("instability", [])):
+        lines += _table(f"Instability at {at} (Frankle et al. 2020): the test-error barrier between two copies "
+                        "trained from the level's start with different data orders (BatchNorm recomputed); stable "
+                        "when they are connected by the connectivity rule. Beside findings 2 and 4: a pair of "
+                        "networks separated by less than this is within SGD's own noise.",
+                        ["level", "barrier, test error", "barrier, train loss", "stability"],
+                        [[cv["level"], _fmt(cv.get("barrier_test_error")), _fmt(cv.get("barrier_train_loss")),
+                          {"connected": "stable", "separated": "unstable"}.get(_connected(cv, results),
+                                                                                _connected(cv, results))]
+                         for cv in r["instability"] if cv["seeds"]])
     if r["prune_path"]:
         lines += _table(f"Pruning paths theta_(k-1) → b_k at {at}.", ["path", "barrier, train loss",
                                                                       "train loss at b_k"],

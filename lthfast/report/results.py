@@ -16,6 +16,7 @@ from lthfast.foundations.files import read_json
 from lthfast.foundations.stats import mean_std
 from lthfast.landscape import registry, sublevel
 from lthfast.store import layout as store
+from lthfast.store.layout import COPIES
 
 
 class Collector:
@@ -54,7 +55,7 @@ def sizes(config: StudyConfig, col: Collector) -> dict:
     fixed training sample of baselines and solutions (from the records; legacy records
     without counts: the data source's size and the configured sample)."""
     records = [r for (s, rewind) in col.runs if (r := col.level(s, rewind, "imp", 0))]
-    num_train, num_test = data_sets.get(config.train.data).sizes
+    num_train, num_test = data_sets.get(config.train.data, config.train.data_dir).sizes
     num_train = min(num_train, config.train.train_subset or num_train)
     test = next((r["test_images"] for r in records if "test_images" in r), num_test)
     train_eval = next((r["eval_images"]["train"] for r in records if "eval_images" in r),
@@ -88,6 +89,8 @@ def _rewind_point(c: StudyConfig, col: Collector, rewind: int) -> dict:
             {**_curve(col, rewind, "interpolate", (f"imp:{k}:baseline", f"{strategy}:{k}")),
              "distance": _distance(col, rewind, (f"imp:{k}:baseline", f"{strategy}:{k}"))} for k in levels[1:]]
     r["geometry"] = [g for k in levels if (g := _geometry(col, rewind, k))]
+    r["instability"] = [{**_curve(col, rewind, "instability", (f"imp:{k}", f"{COPIES}:{k}")), "level": k}
+                        for k in c.instability_at()]
     r["analyses"] = _every_analysis(c, col, rewind)
     tables = {}
     for seed in col.seeds[rewind]:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lthfast.data.loading import default_cache_dir
+from lthfast.data.dataset import default_cache_dir
 from lthfast.foundations.files import atomic_write_json, read_json
 from lthfast.foundations.hardware import device_name, resolve_device
 from lthfast.foundations.hashing import digest

@@ -21,6 +21,7 @@ from lthfast.landscape import curves, registry, sublevel
 from lthfast.landscape.runs import AnalysisRun
 from lthfast.pruning import strategies
 from lthfast.store import layout as store
+from lthfast.store.layout import COPIES
 from lthfast.study.calibration import Calibration
 
 # A plan without a calibration (tests, a dry run that measures nothing) costs nothing but the
@@ -128,6 +129,13 @@ class Study:
                 parent, k = entry.parent_of(level)
                 jobs.append(train(name, level, [f"{prefix}/train {parent}:{k}"],
                                   total_steps - entry.start_iteration(rewind)))
+        for level in c.instability_at():  # each pair's second copy starts where imp:level does
+            steps = total_steps - rewind
+            job = Job(f"{prefix}/train {COPIES}:{level}", "train", [f"{prefix}/train imp:{level}"],
+                      steps * cal.train_step if cal else 0.0, run.copy(level).trained, lambda: None,
+                      f"{run.folder.name}/{COPIES}/{level}", seed, rewind, COPIES, level, steps)
+            job.run = lambda job=job: self.run_batch([job])
+            jobs.append(job)
         return jobs
 
     def _analysis_jobs(self, seed: int, rewind: int) -> list[Job]:
@@ -155,7 +163,7 @@ class Study:
         c, prefix = self.config, self._prefix(seed, rewind)
         stored = store.Run(self.run_folder(seed, rewind), c.imp_config(seed, rewind))
         path = stored.result_path(entry.name, list(specs), entry.stored_settings(c))
-        deps = sorted({f"{prefix}/train {'imp' if int(k) == 0 else s}:{k}"
+        deps = sorted({f"{prefix}/train {'imp' if int(k) == 0 and s != COPIES else s}:{k}"
                        for s, k, *_ in (spec.split(":") for spec in specs)})
         cost = entry.cost(entry.settings_of(c), c, self.calibration or NO_CALIBRATION)
 

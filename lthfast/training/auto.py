@@ -27,7 +27,7 @@ import torch
 
 from lthfast import ops
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import default_cache_dir, normalize
+from lthfast.data.dataset import default_cache_dir, normalize
 from lthfast.foundations.files import atomic_write_json
 from lthfast.foundations.hardware import device_name
 from lthfast.models.families import BYTES_PER_PARAMETER, prunable_names

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from lthfast.data.loading import MEAN, STD, Dataset, EpochPlan, iterate_eval
+from lthfast.data.dataset import MEAN, STD, Dataset, EpochPlan, iterate_eval
 
 
 def autocast(precision: str, device: torch.device):

@@ -2,7 +2,7 @@
 schedule, its data order, its sums and its checkpoints, exactly as a single training
 (lthfast.training.trainer) keeps them.
 
-A training lives in one folder (lthfast.store.layout.Level names its files):
+A training lives in one folder (lthfast.store.level.Level names its files):
   checkpoint.pt    latest state: {"model": state dict, "optimizer": {"momentum": {name: tensor}},
                    "state": iteration, partial-epoch sums, history, timings}
   rewind.pt        weights at config.rewind_iter (the rewind point of IMP), if asked
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import Dataset, EpochPlan, normalize
+from lthfast.data.dataset import Dataset, EpochPlan, normalize
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import (
     atomic_torch_save,
@@ -34,7 +34,7 @@ from lthfast.foundations.files import (
 from lthfast.foundations.hardware import device_name
 from lthfast.models.families import check_output
 from lthfast.pruning.masks import Mask
-from lthfast.store.layout import Level
+from lthfast.store.level import Level
 from lthfast.training.evaluation import evaluate
 from lthfast.training.network import (
     build_model,

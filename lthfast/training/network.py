@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 
-import lthfast.data.registry as data_sets
 from lthfast.config.runs import TrainConfig
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.hardware import channels_last as channels_last_on
@@ -23,7 +22,7 @@ def build_model(config: TrainConfig, device: torch.device, weights: dict | None 
     """The config's model on `device`, in the layout training uses, with `weights` if given
     (else initialized from config.seed); its output size is the data set's class count."""
     model = create_model(config.model, config.width, seed=config.seed,
-                         num_classes=data_sets.get(config.data).num_classes)
+                         num_classes=config.num_classes)
     if weights is not None:
         model.load_state_dict(weights)
     model.to(device)

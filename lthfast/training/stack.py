@@ -47,12 +47,12 @@ import torch
 from tqdm import tqdm
 
 from lthfast import ops
-from lthfast.data.loading import Dataset
+from lthfast.data.dataset import Dataset
 from lthfast.foundations import signals
 from lthfast.foundations.errors import Interrupted, LthError
 from lthfast.foundations.files import read_json
 from lthfast.foundations.hardware import resolve_device
-from lthfast.store.layout import Level
+from lthfast.store.level import Level
 from lthfast.training.auto import choose_mode
 from lthfast.training.engines import check_mode, make_engine
 from lthfast.training.member import Member, TrainJob, stderr_writer

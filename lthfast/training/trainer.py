@@ -1,6 +1,6 @@
 """The trainer: SGD with momentum on a step schedule, masks kept exactly zero, resumable.
 
-A training lives in one folder (lthfast.store.layout.Level names its files; lthfast.training.member
+A training lives in one folder (lthfast.store.level.Level names its files; lthfast.training.member
 describes them): checkpoint.pt, rewind.pt, final.pt and metrics.json.
 
 Everything a step depends on (learning rate, data order, augmentation) is a pure
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from lthfast.config.runs import TrainConfig
-from lthfast.data.loading import Dataset, load_dataset
+from lthfast.data.dataset import Dataset
+from lthfast.data.loading import load_dataset
 from lthfast.pruning.masks import Mask
 from lthfast.store.layout import Store
 from lthfast.training.engines import forward_loss

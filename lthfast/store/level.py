@@ -1,0 +1,114 @@
+"""A level folder and its files, and a stored solution (weights with their mask): what a
+training writes, what counts as finished, and how damaged files are set aside so that the
+command that made them computes them again (tests/test_damaged_store.py).
+
+  A level folder: checkpoint.pt, rewind.pt, final.pt, metrics.json (the trainer's), then
+  mask.pt, baseline.pt, baseline.json and, last, level.json (IMP's: the level is finished).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lthfast.foundations.files import load_checkpoint, read_json
+from lthfast.foundations.hashing import digest
+from lthfast.pruning import masks as pruning
+
+
+def slug(spec: str) -> str:
+    """A named solution ("imp:2:baseline") as a file-name part ("imp-2-baseline")."""
+    return spec.replace(":", "-")
+
+
+def readable(path: Path) -> bool:
+    """Present and whole: a torch file is a complete zip archive (a truncated one has lost its
+    directory at the end), a JSON file parses to a non-empty object."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        if path.suffix == ".pt":
+            return zipfile.is_zipfile(path)
+        return bool(json.loads(path.read_bytes()))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file out of the way (kept for inspection, never read again)."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    return target
+
+
+class Level:
+    """The files of one level folder (or of a plain training's run folder).
+
+    A level is finished only when level.json and every file it needs are present and
+    readable; `repair()` moves damaged files aside so that the missing parts are computed
+    again (runs are deterministic: the same results come back)."""
+
+    def __init__(self, folder: Path, kind: str = "pruned", rewind: bool = False):
+        """kind: "pruned" (a pruned level), "dense" (level 0) or "train" (a plain training's
+        folder: the trainer's files only); rewind: the level must hold rewind.pt."""
+        self.folder = Path(folder)
+        self.checkpoint = self.folder / "checkpoint.pt"
+        self.rewind = self.folder / "rewind.pt"
+        self.final = self.folder / "final.pt"
+        self.metrics = self.folder / "metrics.json"
+        self.mask = self.folder / "mask.pt"
+        self.baseline = self.folder / "baseline.pt"
+        self.baseline_eval = self.folder / "baseline.json"
+        self.record = self.folder / "level.json"
+        # What a finished level holds besides the trainer's final.pt and metrics.json.
+        self.needs = ([] if kind == "train" else [self.mask, self.record]) \
+            + ([self.baseline, self.baseline_eval] if kind == "pruned" else []) + ([self.rewind] if rewind else [])
+
+    def trained(self) -> bool:
+        """The trainer's part is done: final.pt and a metrics.json that says finished."""
+        return readable(self.final) and readable(self.metrics) and read_json(self.metrics).get("finished", False)
+
+    def finished(self) -> bool:
+        return self.trained() and all(readable(p) for p in self.needs)
+
+    def read_record(self) -> dict:
+        return read_json(self.record)
+
+    def repair(self) -> list[Path]:
+        """Move aside every present but unreadable file, and level.json if the level is not
+        whole (so that it is finished again); returns the files moved aside."""
+        moved = []
+        for path in sorted(self.folder.glob("*.pt")) + sorted(self.folder.glob("*.json")):
+            if not readable(path):
+                moved.append(set_aside(path))
+        if self.record.exists() and not self.finished():
+            moved.append(set_aside(self.record))
+        if self.metrics.exists() and not self.final.exists() and read_json(self.metrics).get("finished"):
+            moved.append(set_aside(self.metrics))  # "finished" without its weights: train again
+        if self.rewind in self.needs and not self.rewind.exists() and self.final.exists():
+            # Only a training writes the rewind point: train again from the start.
+            moved += [set_aside(p) for p in (self.final, self.metrics, self.checkpoint) if p.exists()]
+        return moved
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A stored set of weights with its mask."""
+    label: str  # how results and figures name it: "imp:3", "imp:3:baseline", or the folder
+    weights: Path  # final.pt or baseline.pt
+    mask: Path  # mask.pt of its level
+    strategy: str | None = None
+    level: int | None = None
+
+    @property
+    def slug(self) -> str:
+        if self.strategy is None:
+            return "path-" + digest(str(self.weights.resolve()), 8)
+        return slug(self.label)
+
+    def load(self) -> tuple[dict, dict]:
+        """(state dict, keep-mask over the prunable weights)."""
+        return load_checkpoint(self.weights), pruning.unpack(load_checkpoint(self.mask))
