@@ -63,14 +63,10 @@ class StudyConfig:
         settings.check(self)
         if self.curve.bn_batches != self.imp.bn_batches:
             self.curve = dataclasses.replace(self.curve, bn_batches=self.imp.bn_batches)
-        if self.sharpness_levels is not None and not all(-self.levels - 1 <= k <= self.levels
-                                                         for k in self.sharpness_levels):
-            raise LthError(f"--sharpness-levels must lie in 0..{self.levels} (or -1 for the last), "
-                           f"got {self.sharpness_levels}")
-        if self.instability_levels is not None and not all(-self.levels - 1 <= k <= self.levels
-                                                           for k in self.instability_levels):
-            raise LthError(f"--instability-levels must lie in 0..{self.levels} (or -1 for the deepest), "
-                           f"got {self.instability_levels}")
+        for flag, chosen in (("--sharpness-levels", self.sharpness_levels),
+                             ("--instability-levels", self.instability_levels)):
+            if chosen is not None and not all(-self.levels - 1 <= k <= self.levels for k in chosen):
+                raise LthError(f"{flag} must lie in 0..{self.levels} (or -1 for the last), got {chosen}")
         if not self.seeds:
             raise LthError("--seeds must name at least one seed")
         for s in self.strategies + self.rewind_zero_strategies:
