@@ -161,3 +161,13 @@ def test_ray_runs_the_study_with_a_custom_resource_for_gpus(alone, tmp_path):
     assert stored(tmp_path) == stored(alone)
     names = journal(tmp_path)
     assert len(names) == len(set(names))
+
+
+def test_a_study_grown_in_its_root_recomputes_what_depends_on_the_new_trainings(tmp_path):
+    """A stored result whose inputs the new trainings change (the sublevel table covers every
+    level) is checked again once they are made, not counted as stored from the start."""
+    small = {**SMALL, "volume_directions": 1, "strategies": ("imp",)}
+    run(tmp_path, Execution(stack=1), **small)
+    grown = preset_config("smoke", **{**small, "levels": 2})
+    execute(Study(grown, tmp_path), Study(grown, tmp_path).plan(), Execution(stack=1))
+    assert all(job.done() for job in Study(grown, tmp_path).plan())

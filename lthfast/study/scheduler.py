@@ -66,7 +66,10 @@ def execute(study: Study, jobs: list[Job], execution: Execution | None = None, o
     line per job: where it ran, how many run and are left, and the time to go."""
     execution = execution or Execution()
     with signals.deferred(), claims.working(study.root, f"study ({len(jobs)} jobs)"):
-        pending = {j.key for j in jobs if not j.done()}
+        pending = set()
+        for job in jobs:  # dependencies first: a job waits (and is checked again) while one of its inputs is made
+            if any(d in pending for d in job.deps) or not job.done():
+                pending.add(job.key)
         size = stack_size(study, execution)  # resolved here: workers get it, and measure nothing
         executor = EXECUTORS[execution.executor](study, execution)
         stacks = resolve_stacking(size, execution.stack_mode, executor.slots)
