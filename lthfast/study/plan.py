@@ -93,7 +93,7 @@ class Study:
         return f"seed{seed}/R{rewind}"
 
     def _training_jobs(self, seed: int, rewind: int) -> list[Job]:
-        c, cal = self.config, self.calibration
+        c, cal = self.config, self.calibration or NO_CALIBRATION
         prefix = self._prefix(seed, rewind)
         run = store.Run(self.run_folder(seed, rewind), c.imp_config(seed, rewind))
         t = c.train
@@ -104,7 +104,7 @@ class Study:
             + i.eval_train_images + (i.eval_test_images or 10_000)
 
         def cost(steps):
-            return steps * cal.train_step + level_evals * cal.eval_image if cal else 0.0
+            return steps * cal.train_step + level_evals * cal.eval_image
 
         def done(strategy, level):
             return run.level(strategy, level).finished
@@ -132,7 +132,7 @@ class Study:
         for level in c.instability_at():  # each pair's second copy starts where imp:level does
             steps = total_steps - rewind
             job = Job(f"{prefix}/train {COPIES}:{level}", "train", [f"{prefix}/train imp:{level}"],
-                      steps * cal.train_step if cal else 0.0, run.copy(level).trained, lambda: None,
+                      steps * cal.train_step, run.copy(level).trained, lambda: None,
                       f"{run.folder.name}/{COPIES}/{level}", seed, rewind, COPIES, level, steps)
             job.run = lambda job=job: self.run_batch([job])
             jobs.append(job)
