@@ -109,9 +109,9 @@ def test_results_are_cached_until_forced(run, monkeypatch):
 
 def test_sublevel_table_and_default_eps_with_one_seed(run):
     result = sublevel.table(run)["result"]
-    imp_losses = [read_json(run.level_dir("imp", k) / "level.json")["train_loss"] for k in (0, 1, 2)]
-    assert result["eps"] == pytest.approx(max(imp_losses) * 1.1)
-    assert "matching undetermined" in result["eps_rule"] and result["matching"]["seeds"] == 1
+    dense_loss = read_json(run.level_dir("imp", 0) / "level.json")["train_loss"]
+    assert result["eps"] == pytest.approx(dense_loss * 1.1)  # the dense network alone sets eps
+    assert "dense network" in result["eps_rule"] and result["matching"]["seeds"] == 1
     labels = [row["label"] for row in result["rows"]]
     assert labels == ["imp:0", "imp:1", "imp:1:baseline", "imp:2", "imp:2:baseline", "oneshot:1", "oneshot:1:baseline"]
     for row in result["rows"]:
@@ -136,6 +136,29 @@ def test_matching_uses_the_standard_deviation_over_seeds(run, tmp_path):
     level1 = [read_json(f / "imp" / "level_01" / "level.json")["test_accuracy"] for f in sorted(root.glob("imp_*"))]
     expected = sum(level1) / 2 >= match["dense_accuracy_mean"] - match["dense_accuracy_std"]
     assert match["levels"]["1"]["matches"] == expected and match["levels"]["2"]["seeds"] == 1
+
+
+def test_eps_with_two_seeds_is_the_dense_networks_whatever_matches(run, tmp_path, monkeypatch):
+    """eps = 1.1 x the mean dense train loss of both seeds, fixed before pruning: a level that
+    does not match (none, here) changes nothing (docs/protocol.md, "Sublevel set")."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(run.folder, root / run.folder.name)
+    make_run(root, seed=1).chain("imp", 1)
+    opened = AnalysisRun(root / run.folder.name, device="cpu")
+    dense = [read_json(f / "level_00" / "level.json")["train_loss"] for f in sorted(root.glob("imp_*"))]
+    result = sublevel.table(opened)["result"]
+    assert len(dense) == 2 and result["eps"] == pytest.approx(1.1 * sum(dense) / 2)
+    real = sublevel.matching
+
+    def nothing_matches(r):
+        m = real(r)
+        return {**m, "levels": {k: {**v, "matches": False} for k, v in m["levels"].items()},
+                "last_matching_level": None}
+    monkeypatch.setattr(sublevel, "matching", nothing_matches)
+    again = sublevel.table(opened, force=True)["result"]
+    assert again["eps"] == result["eps"] and again["matching"]["last_matching_level"] is None
 
 
 def test_volume_radii_bound_the_loss_level_and_count_unpruned_dimensions(run):

@@ -29,10 +29,13 @@ def legacy(tmp_path):
 def test_a_store_of_the_previous_layout_opens_and_nothing_is_recomputed(legacy):
     config = load_study_config(legacy)
     jobs = Study(config, legacy).plan()
-    assert len(jobs) == 15
+    assert len(jobs) == 16  # 15, and the one-parent job at level 1 (newer than the store)
     # Every training and analysis is found, but sharpness: its power iteration was replaced by
-    # Lanczos, so its stored results have other settings and are computed again.
-    assert [job.key for job in jobs if not job.done()] == [job.key for job in jobs if job.kind == "sharpness"] != []
+    # Lanczos, so its stored results have other settings and are computed again; and one-parent,
+    # an analysis newer than the store (no training, a few evaluations), is computed for the first time;
+    # and the sublevel tables, whose eps rule changed (eps from the dense network; they read records only).
+    assert [job.key for job in jobs if not job.done()] == \
+        [job.key for job in jobs if job.kind in ("one-parent", "sharpness", "sublevel")] != []
     run = store.Run.open(next(legacy.glob("imp_*")))
     assert run.levels("imp") == [0, 1] and run.levels("finetune") == [0, 1]
     assert run.solution("finetune:1:baseline").weights.exists()
@@ -63,10 +66,14 @@ def test_a_store_of_the_flat_layout_opens_and_nothing_is_recomputed(tmp_path):
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     config = load_study_config(root)
     jobs = Study(config, root).plan()
-    assert len(jobs) == 23
-    assert [job.key for job in jobs if not job.done()] == []
+    assert len(jobs) == 24  # 23, and the one-parent job at level 1 (newer than the store)
+    # Nothing stored is computed again; one-parent, an analysis newer than the store (no
+    # training, a few evaluations), and the sublevel tables, whose eps rule changed (eps from the
+    # dense network; they read the level records only), are the jobs to run.
+    assert sorted(job.key for job in jobs if not job.done()) == ["seed0/R0/sublevel", "seed0/R1/one-parent imp:0",
+                                                                 "seed0/R1/sublevel"]
     assert {job.kind for job in jobs} == {"train", "share", "interpolate", "distance", "prune-path", "volume",
-                                          "sharpness", "sublevel"}
+                                          "sharpness", "sublevel", "one-parent"}
     run = store.Run.open(root / "imp_b07083bfec37")
     assert all(run.levels(s) == [0, 1] for s in config.strategies)
     results = write_report(root).parent / "results.json"

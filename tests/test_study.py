@@ -47,7 +47,7 @@ def test_smoke_study_writes_every_section_figure_and_finding(smoke):
     assert all(f["verdict"] in (SUPPORTS, DOES_NOT, CANNOT_TELL, NOT_MEASURED) for f in results["findings"])
     assert text.count("**R = 2: ") == 7 and text.count("**R = 0: ") == 7  # a verdict per finding and rewind point
     summary = text.split("## Summary")[1].split("## Findings")[0]
-    assert summary.count("\n| ") == 8 and "| finding | R = 2 | R = 0 | deciding number | seeds |" in summary
+    assert summary.count("\n| ") == 8 and "| finding | R = 2 | R = 0 | primary comparison | seeds |" in summary
     assert text.count("*Figure 2.") == len(FIGURES) + 1 and "not comparable" in text
     assert set(results["rewinds"]) == {"2", "0"}  # the late rewind point and R = 0
     for rewind, names in (("2", FIGURES), ("0", ["accuracy_vs_density", "baseline_loss_vs_density", "successive",
@@ -62,6 +62,38 @@ def test_smoke_study_writes_every_section_figure_and_finding(smoke):
     assert [g["level"] for g in late["geometry"]] == [0, 1, 2]
     assert len(late["successive"]) == 2 and all(c["seeds"] == 2 for c in late["successive"])
     assert late["dense_accuracy"]["n"] == 2
+
+
+def test_results_json_numbers_are_the_stored_records_and_analyses(smoke):
+    """Every per-seed number of results.json is read back from the level records and the
+    analysis documents on disk, and eps is 1.1 x the mean dense train loss (by hand)."""
+    root, _ = smoke
+    results = json.loads((root / "report" / "results.json").read_text())
+    checked = 0
+    for folder in sorted(root.glob("imp_*")):
+        train = json.loads((folder / "config.json").read_text())["train"]
+        seed, r = str(train["seed"]), results["rewinds"][str(train["rewind_iter"])]
+        for strategy, rows in r["levels"].items():
+            for row in rows:
+                record = json.loads((folder / strategy / f"level_{row['level']:02d}" / "level.json").read_text())
+                assert row["test_accuracy"]["by_seed"][seed] == record["test_accuracy"]
+                assert row["train_loss"]["by_seed"][seed] == record["train_loss"]
+                assert row["baseline_train_accuracy_bn_recomputed"]["by_seed"][seed] == \
+                    record["baseline"]["train_accuracy_bn_recomputed"]
+                checked += 1
+        for doc in (folder / "analysis" / "interpolate").glob("*.json"):
+            stored = json.loads(doc.read_text())
+            curves = r["successive"] + [c for rows in r["from_baseline"].values() for c in rows]
+            (curve,) = [c for c in curves if c["pair"] == stored["solutions"]]
+            for key in ("barrier_test_error", "barrier_test_error_heldout", "barrier_train_loss"):
+                assert curve[key]["by_seed"][seed] == stored["result"][key]
+            assert curve["max_train_loss"]["by_seed"][seed] == max(stored["result"]["train_loss"])
+            checked += 1
+    assert checked > 20
+    for rewind, r in results["rewinds"].items():
+        dense = [json.loads((f / "level_00" / "level.json").read_text())["train_loss"] for f in sorted(root.glob("imp_*"))
+                 if str(json.loads((f / "config.json").read_text())["train"]["rewind_iter"]) == rewind]
+        assert r["eps"]["value"] == pytest.approx(1.1 * sum(dense) / len(dense)) and len(dense) == 2
 
 
 def test_a_study_without_sharpness_shows_no_empty_sharpness_columns_or_panels(smoke, tmp_path, monkeypatch):

@@ -119,14 +119,14 @@ def repair(root: str | None = None):
 
 def power(root: str | None = None, seeds: int = 3):
     """For every comparison the findings make in the study under ROOT: the measured effect,
-    its seed-to-seed spread, and whether it would exceed two standard errors with SEEDS
-    seeds (to size a study from a smaller one).
+    its seed-to-seed spread, and whether it would pass the findings' one-sided t test at 0.05
+    with SEEDS seeds (to size a study from a smaller one).
 
     Args:
         root: the study's folder (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
-        seeds: seeds of the study being sized.
+        seeds: seeds of the study being sized (at least 2: a t test needs a spread).
     """
-    seeds = integer("--seeds", seeds, minimum=1)
+    seeds = integer("--seeds", seeds, minimum=2)
     print(power_text(power_table(store.Store(root).root, seeds), seeds))
 
 

@@ -77,6 +77,8 @@ class TrainConfig:
     seed: int = setting(0, "seed of the initialization, and of the data order unless DATA_SEED is given.",
                         minimum=0, maximum=SEED_MAX)
     data_seed: int | None = setting(None, "seed of data order and augmentation.", minimum=0, maximum=SEED_MAX)
+    augment: bool = setting(True, "random crop (4-pixel padding) and horizontal flip of training batches, and of "
+                            "the batches that recompute BatchNorm statistics.", kind="bool")
     precision: str = setting("auto", "fp32, bf16 (autocast) or auto: bf16 where the device runs it natively (CUDA "
                              "with bf16, CPUs with AMX-BF16 or AVX512-BF16), else fp32; stored resolved.", kind="str",
                              choices=PRECISIONS)

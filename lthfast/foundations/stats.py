@@ -1,21 +1,26 @@
-"""Noise statistics of the report: quantities over seeds, paired differences, and whether a
-difference exceeds twice its standard error.
+"""Noise statistics of the report: quantities over seeds, paired differences, and the one-sided
+Student t test every comparison of trained networks passes or fails (docs/protocol.md,
+"Deciding a finding").
 
 Trained networks vary from seed to seed far more than their evaluation does (the same
 command on two CPUs moved one network's test accuracy by 4.6 points, against a binomial
 error of 0.7 points on 10,000 images), so every comparison between trained networks uses
 the seed-to-seed spread:
-  - two seeds or more in the study: the standard error of the mean paired difference;
+  - two seeds or more in the study: the standard error of the mean paired difference over
+    its n seeds, n - 1 degrees of freedom;
   - one seed: the spread of the same difference over stored runs of the same config that
-    differ only in the seed (the root's other seeds), if there are two or more; the
-    standard error of one observation is then that standard deviation;
+    differ only in the seed (the root's other seeds), if there are n >= 2: the standard
+    error of one observation is their standard deviation, n - 1 degrees of freedom;
   - otherwise no noise estimate: the comparison is "unknown" and cannot decide.
+tests/test_verdicts.py checks both paths against hand computation.
 """
 from __future__ import annotations
 
 import math
 
 SUPPORTS, DOES_NOT, CANNOT_TELL, NOT_MEASURED = "supports", "does not support", "cannot tell", "not measured"
+LEVEL = 0.05  # one-sided level of every test over seeds (docs/protocol.md, "Deciding a finding")
+PROVISIONAL_BELOW = 5  # verdicts from fewer seeds are marked provisional (docs/protocol.md)
 
 
 def mean(values: list[float]) -> float:
@@ -45,7 +50,8 @@ def mean_std(by_seed: dict, noise: dict | None = None) -> dict:
 
 
 def _difference(a: dict, b: dict | None, sign: float = 1.0) -> dict:
-    """sign * (a - b) (or sign * a if b is None), paired by seed, with its standard error."""
+    """sign * (a - b) (or sign * a if b is None), paired by seed: the mean difference, its
+    standard error and n (its degrees of freedom are n - 1); se None without a noise estimate."""
     def diffs(key):
         other = b[key] if b is not None else {}
         return {s: sign * (v - (other[s] if b is not None else 0.0)) for s, v in a[key].items()
@@ -55,15 +61,13 @@ def _difference(a: dict, b: dict | None, sign: float = 1.0) -> dict:
         return {"difference": float("nan"), "se": None, "noise": "missing", "beyond": "missing"}
     values = list(own.values())
     if len(values) >= 2:
-        d = {"difference": mean(values), "se": std(values) / math.sqrt(len(values)),
-             "noise": f"seed spread, {len(values)} seeds", "n": len(values)}
-    elif len(stored) >= 2:
-        d = {"difference": values[0], "se": std(list(stored.values())),
-             "noise": f"one seed; spread of {len(stored)} stored runs of the same config (seeds "
-                      f"{', '.join(sorted(stored))})", "n": len(stored)}
-    else:
-        d = {"difference": values[0], "se": None, "noise": "one seed, no stored seed spread"}
-    return {**d, "beyond": beyond_noise(d)}
+        return {"difference": mean(values), "se": std(values) / math.sqrt(len(values)),
+                "noise": f"seed spread, {len(values)} seeds", "n": len(values), "seeds": len(values)}
+    if len(stored) >= 2:
+        return {"difference": values[0], "se": std(list(stored.values())), "n": len(stored), "seeds": 1,
+                "noise": f"one seed; spread of {len(stored)} stored runs of the same config (seeds "
+                         f"{', '.join(sorted(stored))})"}
+    return {"difference": values[0], "se": None, "noise": "one seed, no stored seed spread", "seeds": 1}
 
 
 def paired_difference(a: dict, b: dict) -> dict:
@@ -72,13 +76,8 @@ def paired_difference(a: dict, b: dict) -> dict:
 
 
 def versus_zero(a: dict) -> dict:
-    """a itself against zero, over seeds (e.g. a barrier)."""
+    """a itself over seeds (e.g. a barrier, to be tested against a threshold)."""
     return _difference(a, None)
-
-
-LEVEL = 0.05  # one-sided level of a t test over seeds (docs/protocol.md, "Deciding a finding")
-CONNECTED = {"below": "connected", "above": "separated", "within": "neither", "unknown": "unknown",
-             "missing": "missing"}
 
 
 def t_critical(n: int) -> float:
@@ -88,52 +87,85 @@ def t_critical(n: int) -> float:
     return float(t.ppf(1 - LEVEL, n - 1))
 
 
-def connectivity(barrier: dict, threshold: float) -> dict:
+def _t_cdf(x: float, n: int) -> float:
+    from scipy.stats import t
+    return float(t.cdf(x, n - 1))
+
+
+def one_sided(d: dict, expected: str, null: float = 0.0) -> dict:
+    """The one-sided Student t test of a difference d (from _difference) against `null`, at
+    LEVEL with n - 1 degrees of freedom (docs/protocol.md, "Deciding a finding").
+
+    expected: "above" or "below", the side the finding predicts. Adds t (standard errors
+    from the null), t_critical, the one-sided 95% bound on the expected side (lower for
+    "above", upper for "below"), p_expected and p_other (one-sided p-values of each side)
+    and "beyond": "above" or "below" where the test passes on that side, "within" where it
+    passes on neither, "unknown" without a noise estimate, "missing" without the numbers.
+    A zero standard error (no spread over seeds) passes on the side the difference lies.
+    tests/test_verdicts.py checks it against hand computation."""
+    out = {**d, "expected": expected, "null": null}
+    if d.get("beyond") == "missing" or math.isnan(d["difference"]):
+        return {**out, "beyond": "missing"}
+    if d["se"] is None:
+        return {**out, "beyond": "unknown"}
+    critical, gap = t_critical(d["n"]), d["difference"] - null
+    t = gap / d["se"] if d["se"] > 0 else math.copysign(math.inf, gap) if gap else 0.0
+    p_above = 1 - _t_cdf(t, d["n"])  # the chance of a t this large if the truth were the null
+    p_below = _t_cdf(t, d["n"])
+    beyond = "above" if t >= critical else "below" if t <= -critical else "within"
+    margin = critical * d["se"]
+    bound = d["difference"] - margin if expected == "above" else d["difference"] + margin
+    return {**out, "t": t, "t_critical": critical, "bound": bound, "beyond": beyond,
+            "p_expected": p_above if expected == "above" else p_below,
+            "p_other": p_below if expected == "above" else p_above}
+
+
+def connectivity(barrier: dict, threshold: float, expected: str = "above") -> dict:
     """Two networks' linear connectivity from their test-error barrier over seeds (mean_std):
-    the barrier minus `threshold`, its standard error, and "below" (connected) when the
-    barrier is below the threshold by a one-sided Student t test at LEVEL with n - 1 degrees
-    of freedom, "above" (separated) when above it by the same test, "within" (neither: the
-    comparison cannot tell) otherwise, "unknown" without a noise estimate (Frankle et al.
-    2020; docs/protocol.md, "Linear connectivity"). tests/test_connectivity.py checks all three."""
+    the barrier tested against `threshold` by one_sided; "below" (connected) when below it,
+    "above" (separated) when above it, "within" (neither) otherwise (Frankle et al. 2020;
+    docs/protocol.md, "Linear connectivity"). `height` is the mean barrier, `difference`
+    the barrier minus the threshold, `bounds` the two one-sided 95% bounds of the height.
+    tests/test_connectivity.py checks all three states."""
     d = _difference(barrier, None)
     height = d["difference"]
     d = {**d, "height": height, "threshold": threshold, "difference": height - threshold}
-    if d["se"] is None or math.isnan(height):
-        return d
-    critical = t_critical(d["n"])
-    margin = critical * d["se"]
-    beyond = "above" if d["difference"] > margin else "below" if d["difference"] < -margin else "within"
-    return {**d, "beyond": beyond, "t_critical": critical, "bounds": (height - margin, height + margin)}
+    tested = one_sided(d, expected)
+    if tested["beyond"] in ("unknown", "missing"):
+        return tested
+    margin = tested["t_critical"] * d["se"]
+    return {**tested, "bounds": (height - margin, height + margin)}
 
 
-def beyond_noise(d: dict) -> str:
-    """'above', 'below' or 'within' twice the standard error of zero; 'unknown' without a
-    noise estimate (trained networks are never compared as measured)."""
-    if d["se"] is None or math.isnan(d["difference"]):
-        return "unknown"
-    if d["difference"] > 2 * d["se"]:
-        return "above"
-    if d["difference"] < -2 * d["se"]:
-        return "below"
-    return "within"
+def holm_rejects(p_values: list[float], level: float = LEVEL) -> list[bool]:
+    """Holm's step-down correction: which of m hypotheses are rejected at family-wise `level`
+    (the smallest p-value against level / m, the next against level / (m - 1), ...; stop at
+    the first that fails). Holm 1979; tests/test_verdicts.py."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > level / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected
 
 
-def verdict(checks: list[dict]) -> str:
-    """Every check beyond noise in its expected direction: supports; any beyond noise the
-    other way: does not; otherwise (within noise, unknown or missing): cannot tell.
-    A check is {"beyond": ..., "expected": "above" | "below"}."""
-    if not checks:
+def verdict(primary: list[dict]) -> str:
+    """A finding's verdict from its primary comparison (one_sided's dicts, one per part):
+    supports when every part passes the expected way (an intersection-union test, no
+    correction); does not support when any part passes the other way at Holm's corrected
+    level over the parts; otherwise cannot tell (docs/protocol.md, "Deciding a finding")."""
+    if not primary:
         return CANNOT_TELL
-    if all(c["beyond"] == c["expected"] for c in checks):
+    if all(c["beyond"] == c["expected"] for c in primary):
         return SUPPORTS
-    opposite = {"above": "below", "below": "above"}
-    if any(c["beyond"] == opposite[c["expected"]] for c in checks):
+    p_other = [c.get("p_other", 1.0) for c in primary]  # a part without a noise estimate rejects nothing
+    if any(holm_rejects(p_other)):
         return DOES_NOT
     return CANNOT_TELL
 
 
-def z(check: dict) -> float:
-    """The check's difference in standard errors, signed so that positive is the expected way."""
-    if check.get("se") in (None, 0) or math.isnan(check.get("difference", math.nan)):
-        return math.nan
-    return check["difference"] / check["se"] * (1 if check["expected"] == "above" else -1)
+def provisional(primary: list[dict]) -> bool:
+    """Whether a verdict rests on fewer than PROVISIONAL_BELOW seeds (docs/protocol.md)."""
+    seeds = [c.get("seeds", c.get("n", 0)) for c in primary if c.get("se") is not None]
+    return not seeds or min(seeds) < PROVISIONAL_BELOW

@@ -247,7 +247,8 @@ class ImpRun:
         model = build_model(config, device, weights)
         if recompute_bn:
             recompute_batchnorm(model, self.data.to(device), self.config.bn_batches, config.batch_size,
-                                seed=config.seed, channels_last=channels_last, precision=config.precision)
+                                seed=config.seed, channels_last=channels_last, precision=config.precision,
+                                augment=config.augment)
         result = {}
         for split in splits:
             x, y = self.eval_sets[split]

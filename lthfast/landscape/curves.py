@@ -46,7 +46,8 @@ class Compute:
 
     def eval_settings(self, run: AnalysisRun, bn: str = "recompute", bn_batches: int = 40, bn_seed: int = 0):
         return landscape.EvalSettings(bn=bn, bn_batches=bn_batches, bn_batch_size=run.config.train.batch_size,
-                                      bn_seed=bn_seed, batch_size=self.batch_size, chunk=self.chunk,
+                                      bn_seed=bn_seed, bn_augment=run.config.train.augment,
+                                      batch_size=self.batch_size, chunk=self.chunk,
                                       device=str(run.device),
                                       channels_last=use_channels_last(run.config.train, run.device),
                                       backend=self.backend, stack=self.stack,
@@ -57,7 +58,13 @@ class Compute:
 def interpolation(run: AnalysisRun, a: Solution, b: Solution, settings: CurveSettings | None = None,
                   compute: Compute | None = None, force: bool = False, what: str = "interpolate") -> dict:
     """The curve from a to b: train loss and accuracy, test loss and error at every grid
-    point, all points evaluated together, and the barriers in train loss and test error."""
+    point, all points evaluated together, and the barriers in train loss and test error.
+
+    barrier_*: the plain maximum on the whole sample (Frankle et al. 2020), as stored by
+    every version. barrier_*_heldout: the peak a* (peak_alpha_*) chosen on half A of the
+    sample and the barrier read there on half B (points.heldout_barrier; None when the
+    sample has one image), from the halves' curves (*_halves: [A, B]) read in the same pass;
+    "halves" says how the samples are split (points.HALVES)."""
     settings, compute = settings or CurveSettings(), compute or Compute()
 
     def run_curve():
@@ -66,13 +73,21 @@ def interpolation(run: AnalysisRun, a: Solution, b: Solution, settings: CurveSet
         alphas[-1] = 1.0  # exact ends: the barrier needs a = 0 and a = 1
         sets = {"train": run.sample("train", settings.train_images), "test": run.sample("test", settings.test_images)}
         out = landscape.interpolate_on(theta_a, theta_b, alphas, run.model, run.width, run.data, sets,
-                                       compute.eval_settings(run, settings.bn, settings.bn_batches, settings.seed))
+                                       compute.eval_settings(run, settings.bn, settings.bn_batches, settings.seed),
+                                       halves=True)
         grid = out["alphas"]
         test_error = [1 - v for v in out["test"]["accuracy"]]
+        train_halves = out["train"]["halves"]["loss"]
+        test_halves = [None if h is None else [1 - v for v in h] for h in out["test"]["halves"]["accuracy"]]
+        peak_train, heldout_train = landscape.heldout_barrier(*train_halves, grid)
+        peak_test, heldout_test = landscape.heldout_barrier(*test_halves, grid)
         return {"alphas": grid, "train_loss": out["train"]["loss"], "train_accuracy": out["train"]["accuracy"],
                 "test_loss": out["test"]["loss"], "test_error": test_error,
                 "barrier_train_loss": landscape.barrier(out["train"]["loss"], grid),
                 "barrier_test_error": landscape.barrier(test_error, grid),
+                "barrier_train_loss_heldout": heldout_train, "barrier_test_error_heldout": heldout_test,
+                "peak_alpha_train_loss": peak_train, "peak_alpha_test_error": peak_test,
+                "train_loss_halves": train_halves, "test_error_halves": test_halves, "halves": landscape.HALVES,
                 "train_images": len(sets["train"][1]), "test_images": len(sets["test"][1])}
 
     return cached(run, what, [a, b], asdict(settings), run_curve, force)

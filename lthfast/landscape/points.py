@@ -14,6 +14,11 @@ in one of its modes (EvalSettings.stack):
 
 BatchNorm statistics at each point are recomputed from fixed augmented training batches
 (the default: interpolated weights make stored statistics stale), or interpolated.
+
+With halves=True every evaluation set is also read on its two halves (HALVES), in the same
+pass: the per-image losses and hits of each batch are summed per half beside the full sums,
+which are computed exactly as without halves (so the full-sample numbers do not change).
+heldout_barrier chooses a curve's peak on one half and reads it on the other.
 """
 from __future__ import annotations
 
@@ -32,6 +37,16 @@ from lthfast.training.evaluation import autocast, recompute_batchnorm
 BN_MODES = ("recompute", "interpolate")
 STACK_MODES = ("auto", "grouped", "loop")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+HALVES = ("even/odd positions of each fixed evaluation sample: half A = images 0, 2, 4, ..., half B = "
+          "images 1, 3, 5, ...; peak chosen on A, barrier read on B")
+
+
+def half_ids(n: int, device=None) -> torch.Tensor:
+    """The half of each of n sample positions (HALVES): 0 (A) at even positions, 1 (B) at odd.
+    The fixed samples are seeded random subsets in stored order (or the whole set), so the
+    halves are fixed in advance, interleaved (a class-ordered set is split evenly) and differ
+    in size by at most one image; a sample of one image has an empty half B."""
+    return torch.arange(n, device=device) % 2
 
 
 @dataclass
@@ -41,6 +56,7 @@ class EvalSettings:
     bn_batches: int = 40  # augmented training batches for recomputed BN statistics
     bn_batch_size: int = 128
     bn_seed: int = 0
+    bn_augment: bool = True  # the run's TrainConfig.augment: BatchNorm batches as in training
     batch_size: int = 256
     chunk: int | None = None  # at most this many points in one stacked model (memory)
     device: str = "cpu"
@@ -73,21 +89,46 @@ def evaluate_networks(networks, x: torch.Tensor, y: torch.Tensor, batch_size: in
     on uint8 images x [N, 3, H, W] and int64 labels y [N] normalized with the data set's mean
     and std (evaluate_points_on passes its data's), in one pass over the data: two float64
     tensors [K] on the CPU."""
+    loss, accuracy, _ = _evaluate(networks, x, y, batch_size, channels_last, precision, mean, std)
+    return loss, accuracy
+
+
+@torch.no_grad()
+def _evaluate(networks, x, y, batch_size, channels_last, precision, mean, std, groups: torch.Tensor | None = None,
+              num_groups: int = 0):
+    """evaluate_networks, and with groups (int64 [N], ids 0 .. num_groups - 1) the sums per
+    group too: (loss [K], accuracy [K], None or (loss sums, hits, images) per group [G, K],
+    [G, K], [G]). The full sums are the same operations whether or not groups are given."""
     modules = networks if isinstance(networks, list) else [networks]
     was_training = [m.training for m in modules]
     for m in modules:
         m.eval()
     k = len(networks) if isinstance(networks, list) else networks.k
     sums = torch.zeros(2, k, dtype=torch.float64, device=x.device)
+    if groups is not None:
+        group_sums = torch.zeros(2, num_groups, k, dtype=torch.float64, device=x.device)
+        labels = torch.arange(num_groups, device=x.device)
+    start = 0
     for xb, yb in iterate_eval(x, y, batch_size, channels_last, mean, std):
         with autocast(precision, x.device):
             logits = _forward_all(networks, xb).float()  # [B, K, classes]
         targets = yb[:, None].expand(-1, k)
-        sums[0] += F.cross_entropy(logits.permute(0, 2, 1), targets, reduction="none").sum(0).double()
-        sums[1] += (logits.argmax(-1) == targets).sum(0)
+        losses = F.cross_entropy(logits.permute(0, 2, 1), targets, reduction="none")  # [B, K]
+        hits = logits.argmax(-1) == targets
+        sums[0] += losses.sum(0).double()
+        sums[1] += hits.sum(0)
+        if groups is not None:  # [G, B] one-hot membership times [B, K]: deterministic, no sync
+            member = (groups[start:start + len(yb), None] == labels).double().T
+            group_sums[0] += member @ losses.double()
+            group_sums[1] += member @ hits.double()
+        start += len(yb)
     for m, training in zip(modules, was_training):
         m.train(training)
-    return (sums / max(1, x.shape[0])).cpu().unbind(0)
+    loss, accuracy = (sums / max(1, x.shape[0])).cpu().unbind(0)
+    if groups is None:
+        return loss, accuracy, None
+    images = torch.bincount(groups.cpu(), minlength=num_groups)
+    return loss, accuracy, (group_sums[0].cpu(), group_sums[1].cpu(), images)
 
 
 def interpolation_points(theta_a: dict, theta_b: dict, alphas: torch.Tensor, names, device,
@@ -139,11 +180,21 @@ def evaluate_points(points: dict[str, torch.Tensor], base_state: dict, model: st
     return {**result.pop("eval"), **result}
 
 
+def _per_half(sums: list[torch.Tensor], images: torch.Tensor) -> list[list[float] | None]:
+    """Mean per half of chunked group sums ([G, chunk] each); None for a half without images."""
+    total = torch.cat(sums, dim=1) if sums else torch.zeros(len(images), 0, dtype=torch.float64)
+    return [(row / n).tolist() if n > 0 else None for row, n in zip(total, images.tolist())]
+
+
 def evaluate_points_on(points: dict[str, torch.Tensor], base_state: dict, model: str, width: int | None,
                        data: Dataset, sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                       settings: EvalSettings | None = None) -> dict:
+                       settings: EvalSettings | None = None, halves: bool = False) -> dict:
     """evaluate_points on several evaluation sets (e.g. train and test) with the networks
-    built and their BN statistics recomputed once: {set: {"loss", "accuracy"}, "bn"}."""
+    built and their BN statistics recomputed once: {set: {"loss", "accuracy"}, "bn"}.
+
+    halves: each set also gets "halves": {"loss": [A, B], "accuracy": [A, B], "images":
+    [n_A, n_B]}, its two halves (HALVES, half_ids) read in the same pass; a half without
+    images has None for its curves. The full-sample numbers are the same as without halves."""
     settings = settings or EvalSettings()
     device = torch.device(settings.device)
     base = create_model(model, width, num_classes=data.num_classes)
@@ -152,21 +203,30 @@ def evaluate_points_on(points: dict[str, torch.Tensor], base_state: dict, model:
     sets = {name: (x.to(device), y.to(device)) for name, (x, y) in sets.items()}
     data = data.to(device)
     chunk = settings.chunk or max(1, k)
-    parts = {name: ([], []) for name in sets}
+    parts = {name: ([], [], [], []) for name in sets}
+    groups = {name: half_ids(len(y), device) if halves else None for name, (x, y) in sets.items()}
     for start in range(0, k, chunk):
         part = {name: value[start:start + chunk].to(device) for name, value in points.items()}
         networks = _networks(base, part, min(chunk, k - start), settings, device)
         if settings.bn == "recompute":
             recompute_batchnorm(networks, data, settings.bn_batches, settings.bn_batch_size, settings.bn_seed,
-                                settings.channels_last, settings.precision)
+                                settings.channels_last, settings.precision, settings.bn_augment)
         for name, (x, y) in sets.items():
-            loss, accuracy = evaluate_networks(networks, x, y, settings.batch_size, settings.channels_last,
-                                               settings.precision, data.mean, data.std)
+            loss, accuracy, grouped = _evaluate(networks, x, y, settings.batch_size, settings.channels_last,
+                                                settings.precision, data.mean, data.std, groups[name], 2)
             parts[name][0].append(loss)
             parts[name][1].append(accuracy)
+            if grouped is not None:
+                parts[name][2].append(grouped[0])
+                parts[name][3].append(grouped[1])
     result = {name: {"loss": torch.cat(losses).tolist() if losses else [],
                      "accuracy": torch.cat(accuracies).tolist() if accuracies else []}
-              for name, (losses, accuracies) in parts.items()}
+              for name, (losses, accuracies, _, _) in parts.items()}
+    if halves:
+        for name, (_, _, losses, hits) in parts.items():
+            images = torch.bincount(groups[name].cpu(), minlength=2)
+            result[name]["halves"] = {"loss": _per_half(losses, images), "accuracy": _per_half(hits, images),
+                                      "images": images.tolist()}
     return {**result, "bn": settings.bn}
 
 
@@ -183,15 +243,18 @@ def interpolate(theta_a: dict, theta_b: dict, alphas, model: str, width: int | N
 
 
 def interpolate_on(theta_a: dict, theta_b: dict, alphas, model: str, width: int | None, data: Dataset,
-                   sets: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: EvalSettings | None = None) -> dict:
-    """interpolate on several evaluation sets at once: {"alphas", set: {"loss", "accuracy"}, "bn"}."""
+                   sets: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: EvalSettings | None = None,
+                   halves: bool = False) -> dict:
+    """interpolate on several evaluation sets at once: {"alphas", set: {"loss", "accuracy"}, "bn"}
+    (halves: each set's two halves too, evaluate_points_on)."""
     settings = settings or EvalSettings()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     names = [n for n in theta_a if not n.endswith("num_batches_tracked")
              and not (settings.bn == "recompute" and n.endswith(RUNNING_STATS))]
     points = interpolation_points(theta_a, theta_b, alphas, names, torch.device(settings.device),
                                   settings.backend)
-    return {"alphas": alphas.tolist(), **evaluate_points_on(points, theta_a, model, width, data, sets, settings)}
+    return {"alphas": alphas.tolist(),
+            **evaluate_points_on(points, theta_a, model, width, data, sets, settings, halves)}
 
 
 def along_directions(theta: dict, directions: dict[str, torch.Tensor], steps, model: str,
@@ -219,3 +282,31 @@ def barrier(values: list[float], alphas: list[float]) -> float:
         raise ValueError("the barrier needs a grid from a = 0 to a = 1")
     start, end = values[0], values[-1]
     return max(v - ((1 - a) * start + a * end) for v, a in zip(values, alphas))
+
+
+def heldout_barrier(values_a: list[float] | None, values_b: list[float] | None,
+                    alphas: list[float]) -> tuple[float | None, float | None]:
+    """(a*, height): the barrier with its peak chosen on one half of the evaluation images and
+    read on the other (docs/protocol.md "Barrier"; STUDY.md, "Interpolation and barrier").
+
+    With e_X(a) = f_X(theta(a)) - ((1 - a) f_X(theta_A) + a f_X(theta_B)), the excess of half
+    X's curve over the straight line between half X's own end values (Frankle et al. 2020's
+    barrier is max_a e(a) on the whole sample): a* = argmax_a e_A(a) (the first grid point on
+    ties) and height = e_B(a*). The plain maximum picks noise upward; a* does not depend on
+    half B's noise, so e_B(a*) is not biased by the choice. The grid must start at a = 0 and
+    end at a = 1. A half without values (None or empty: a one-image sample has no half B)
+    gives (None, None): no held-out reading exists, and a NaN would not survive JSON.
+    tests/test_heldout_barrier.py checks it against hand computation and that it is unbiased
+    on a straight line plus noise where the plain maximum is not."""
+    if not alphas or alphas[0] != 0 or alphas[-1] != 1:
+        raise ValueError("the barrier needs a grid from a = 0 to a = 1")
+    if not values_a or not values_b:
+        return None, None
+    if len(values_a) != len(alphas) or len(values_b) != len(alphas):
+        raise ValueError(f"each half needs one value per grid point ({len(alphas)}), got "
+                         f"{len(values_a)} and {len(values_b)}")
+
+    def excess(values, i):
+        return values[i] - ((1 - alphas[i]) * values[0] + alphas[i] * values[-1])
+    peak = max(range(len(alphas)), key=lambda i: excess(values_a, i))  # max keeps the first of equals
+    return alphas[peak], excess(values_b, peak)

@@ -15,6 +15,8 @@ Targets (the study's comparisons, docs/protocol.md):
   level           (imp:k,) for k >= 0, the geometry seeds at the late rewind point
   instability     (imp:k, instability:k), the two copies of an instability pair, for the
                   study's instability levels at every rewind point
+  one-parent      (imp:k-1,) for k >= 1, pruned to level k's density three ways (smallest,
+                  largest, random magnitude), late rewind point
 """
 from __future__ import annotations
 
@@ -23,10 +25,10 @@ from typing import Callable
 
 from lthfast.config.analyses import CurveSettings, SharpnessSettings, VolumeSettings
 from lthfast.foundations.errors import LthError
-from lthfast.landscape import curves, sharpness, volume
+from lthfast.landscape import curves, oneparent, sharpness, volume
 from lthfast.store.layout import COPIES
 
-TARGETS = ("successive", "prune-step", "from-baseline", "level", "instability")
+TARGETS = ("successive", "prune-step", "from-baseline", "level", "instability", "one-parent")
 DEFAULT_TEST_IMAGES = 10_000  # CIFAR-10's test set: the cost of "all test images"
 
 
@@ -96,6 +98,8 @@ def targets(study, seed: int, rewind: int) -> list[tuple[str, tuple, int]]:
         # Where rewinding and fine-tuning go from the same baseline b_k (findings 4 and 7).
         for strategy in ["imp"] + (["finetune"] if "finetune" in study.strategies_at(rewind) else []):
             out.append(("from-baseline", (f"imp:{k}:baseline", f"{strategy}:{k}"), k))
+        # IMP's parent theta_{k-1} pruned to level k's density three ways (findings 5 and 6).
+        out.append(("one-parent", (f"imp:{k - 1}",), k))
     geometry_seeds = study.geometry_seeds if study.geometry_seeds is not None else study.seeds
     if seed in geometry_seeds and late:
         out += [("level", (f"imp:{k}",), k) for k in range(study.levels + 1)]
@@ -117,7 +121,13 @@ def _curve_cost(s: CurveSettings, study, cal) -> float:
 
 
 def _curve_summary(r: dict) -> dict:
-    return {"barrier_train_loss": r["barrier_train_loss"], "barrier_test_error": r["barrier_test_error"]}
+    """The plain barriers, and the held-out ones where the result has them (results stored
+    before them lack the keys; a one-image sample stores None: both are left out)."""
+    out = {"barrier_train_loss": r["barrier_train_loss"], "barrier_test_error": r["barrier_test_error"]}
+    for key in ("barrier_train_loss_heldout", "barrier_test_error_heldout"):
+        if r.get(key) is not None:
+            out[key] = r[key]
+    return out
 
 
 def _curve(what: str, targets: tuple, help: str) -> Analysis:
@@ -145,3 +155,7 @@ register(Analysis("sharpness", lambda run, solutions, s, compute, force=False: s
     planned=lambda study, k: study.sharpness_levels is None or k in {j % (study.levels + 1)
                                                                     for j in study.sharpness_levels},
     help="the Hessian's extreme eigenvalues and trace within the unpruned weights"))
+register(Analysis("one-parent", oneparent.one_parent, oneparent.cost, ("one-parent",), oneparent.summary,
+                  help="imp:K-1 pruned to level K's density by smallest (IMP's b_K), largest and random "
+                  "magnitude, no training: each baseline's train accuracy (BatchNorm recomputed) and damage "
+                  "(its train loss minus the parent's); --a imp:K-1 --b imp:K, or --successive imp for every K"))

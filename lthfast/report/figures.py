@@ -83,10 +83,15 @@ def write(results: dict, folder: Path) -> dict[str, list[dict]]:
                                                     f"distance and barrier from the baseline ({at})"),
                         "caption": f"Relative distance from the baseline b_k and test-error barrier on the line from "
                                    f"it, for rewinding (imp) and fine-tuning, at {at} (means over seeds)."})
-        if tables := sorted(r["sublevel"]):
-            out.append({"file": plots.sublevel(r["sublevel"][tables[0]], folder / f"sublevel_{tag}.png",
-                                               f"sublevel set, seed {tables[0]} ({at})"),
-                        "caption": f"Train loss of every solution (filled) and baseline (hollow) against density, "
-                                   f"seed {tables[0]}, {at}; the dashed line is eps."})
+        if r.get("eps", {}).get("value") is not None:
+            rows = [{"strategy": s, "density": row["density"], "kind": kind, "train_loss": row[key]["mean"]}
+                    for s, rows_ in r["levels"].items() for row in rows_
+                    for kind, key in (("solution", "train_loss"), ("baseline", "baseline_train_loss_bn_recomputed"))
+                    if measured(row[key])]
+            out.append({"file": plots.sublevel({"rows": rows, "eps": r["eps"]["value"]}, folder / f"sublevel_{tag}.png",
+                                               f"sublevel set ({at})"),
+                        "caption": f"Train loss of every solution (filled) and baseline (hollow, BatchNorm recomputed) "
+                                   f"against density, mean over seeds, {at}; the dashed line is eps "
+                                   f"({r['eps']['rule']})."})
         figures[rewind] = [{"file": f["file"].name, "caption": f["caption"]} for f in out]
     return figures

@@ -1,6 +1,6 @@
 """A study's stored numbers, collected from the run store into one dictionary (the report's
 results.json): per rewind point, the accuracy-against-density table of every strategy, the
-curves, distances, geometry and sublevel tables. Each quantity is kept by seed (lthfast.foundations.stats
+curves, distances, geometry, eps of the sublevel set. Each quantity is kept by seed (lthfast.foundations.stats
 .mean_std), for the study's seeds and, for the noise of one-seed studies, for every stored
 run of the same config that differs only in the seed. Nothing is computed here that the run
 store does not hold; image counts come from the stored records.
@@ -92,19 +92,13 @@ def _rewind_point(c: StudyConfig, col: Collector, rewind: int) -> dict:
     r["instability"] = [{**_curve(col, rewind, "instability", (f"imp:{k}", f"{COPIES}:{k}")), "level": k}
                         for k in c.instability_at()]
     r["analyses"] = _every_analysis(c, col, rewind)
-    tables = {}
-    for seed in col.seeds[rewind]:
-        run = col.runs[seed, rewind]
-        path = run.result_path("sublevel", ["run"], sublevel.settings_of(run, None, c.eps_margin))
-        if path.exists():
-            tables[seed] = read_json(path)["result"]
-    r["sublevel"] = {str(s): t for s, t in tables.items() if s in c.seeds}
-    labels = {row["label"] for t in tables.values() for row in t["rows"] if row["kind"] == "solution"}
-
-    def margin(label):  # train loss minus eps: below zero inside S(eps), above outside
-        return lambda s: next((row["train_loss"] - tables[s]["eps"] for row in tables[s]["rows"]
-                               if row["label"] == label), None) if s in tables else None
-    r["sublevel_margin"] = {label: col.stat(rewind, margin(label)) for label in sorted(labels)}
+    r["dense_train_accuracy"] = col.stat(rewind, lambda s: (col.level(s, rewind, "imp", 0) or {}).get(
+        "train_accuracy"))
+    dense_loss = col.stat(rewind, lambda s: (col.level(s, rewind, "imp", 0) or {}).get("train_loss"))
+    r["eps"] = {"dense_train_loss": dense_loss, "margin": c.eps_margin,
+                "value": sublevel.dense_eps(dense_loss["values"], c.eps_margin) if dense_loss["n"] else None,
+                "rule": f"(1 + {c.eps_margin:g}) x the dense network's train loss, mean over "
+                        f"{dense_loss['n']} seed{'s' if dense_loss['n'] != 1 else ''}"}
     return r
 
 
@@ -121,7 +115,7 @@ def _every_analysis(c: StudyConfig, col: Collector, rewind: int) -> dict:
                 seen.add((entry.name, specs))
 
                 def number(key, name=entry.name, specs=specs, entry=entry):
-                    return lambda s: (entry.summary(d["result"])[key]
+                    return lambda s: (entry.summary(d["result"]).get(key)
                                       if (d := col.result(s, rewind, name, specs)) else None)
                 first = next((d for s in col.seeds[rewind] if (d := col.result(s, rewind, entry.name, specs))), None)
                 keys = list(entry.summary(first["result"])) if first else []
@@ -178,9 +172,12 @@ def _curve(col: Collector, rewind, what, specs) -> dict:
     first = next((docs[s] for s in col.config.seeds if s in docs), None)
     if first is None:
         return out
-    out.update(barrier_train_loss=col.stat(rewind, lambda s: docs[s]["barrier_train_loss"] if s in docs else None),
-               barrier_test_error=col.stat(rewind, lambda s: docs[s]["barrier_test_error"] if s in docs else None),
-               end_train_loss=col.stat(rewind, lambda s: docs[s]["train_loss"][-1] if s in docs else None),
+    def stat(key, reduce=lambda v: v):
+        return col.stat(rewind, lambda s: reduce(docs[s][key]) if s in docs and docs[s].get(key) is not None else None)
+    out.update(barrier_train_loss=stat("barrier_train_loss"), barrier_test_error=stat("barrier_test_error"),
+               barrier_train_loss_heldout=stat("barrier_train_loss_heldout"),
+               barrier_test_error_heldout=stat("barrier_test_error_heldout"),
+               end_train_loss=stat("train_loss", lambda v: v[-1]), max_train_loss=stat("train_loss", max),
                alphas=first["alphas"], train_loss=first["train_loss"], test_error=first["test_error"],
                test_images=first["test_images"])
     return out

@@ -47,9 +47,10 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str, batch_size
 
 @torch.no_grad()
 def recompute_batchnorm(model, data: Dataset, num_batches: int, batch_size: int, seed: int,
-                        channels_last: bool, precision: str = "fp32") -> None:
+                        channels_last: bool, precision: str = "fp32", augment: bool = True) -> None:
     """Reset BatchNorm running statistics and re-estimate them as an exact average over a
-    fixed set of augmented training batches (docs/protocol.md: pruned or interpolated weights make
+    fixed set of training batches, augmented as in training (`augment`, the run's
+    TrainConfig.augment) (docs/protocol.md: pruned or interpolated weights make
     stored statistics stale). `model` may be a list of models: each batch is then drawn
     once and fed to all of them. `data` must be on the models' device."""
     models = model if isinstance(model, (list, tuple)) else [model]
@@ -62,7 +63,7 @@ def recompute_batchnorm(model, data: Dataset, num_batches: int, batch_size: int,
     was_training = [net.training for net in models]
     for net in models:
         net.train()
-    plan = EpochPlan(data.num_train, batch_size, seed, 0, device)
+    plan = EpochPlan(data.num_train, batch_size, seed, 0, device, augment)
     with autocast(precision, device):
         for index in range(min(num_batches, plan.num_batches)):
             x, _ = plan.batch(data, index, channels_last)

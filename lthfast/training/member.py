@@ -129,7 +129,7 @@ class Member:
         epoch, index = divmod(self.iteration, self.iters_per_epoch)
         if self._plan_epoch != epoch:
             self._plan = EpochPlan(data.num_train, self.config.batch_size, self.config.effective_data_seed,
-                                   epoch, self.device)
+                                   epoch, self.device, self.config.augment)
             self._plan_epoch = epoch
         return self._plan.batch(data, index, self.channels_last)
 
