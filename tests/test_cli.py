@@ -35,13 +35,49 @@ def test_train_prints_run_folder_and_writes_metrics(tmp_path):
 
 
 def test_help_describes_every_flag():
-    top = lthfast("--help")  # Fire writes help to stdout or stderr depending on the terminal
-    assert top.returncode == 0 and "train" in top.stdout + top.stderr
+    top = lthfast("--help")
+    assert top.returncode == 0 and "train" in top.stdout
     sub = lthfast("train", "--help")
     assert sub.returncode == 0
-    for flag in ("model", "data_dir", "train_subset", "epochs", "milestones", "warmup_iters",
-                 "rewind_iter", "precision", "backend", "root", "seed"):
-        assert f"--{flag}" in sub.stdout + sub.stderr, flag
+    for flag in ("model", "data-dir", "train-subset", "epochs", "milestones", "warmup-iters",
+                 "rewind-iter", "precision", "backend", "root", "seed"):
+        assert f"  --{flag} " in sub.stdout, flag
+    assert "(default: 160; an integer >= 1)" in sub.stdout  # --epochs: its declaration's default and range
+
+
+def _every_command():
+    from lthfast.cli import analyze
+    from lthfast.cli import main as cli
+    cli.COMMANDS["analyze"] = analyze.commands()
+    for name, target in cli.COMMANDS.items():
+        yield from ([[name, sub] for sub in target] if isinstance(target, dict) else [[name]])
+
+
+def test_help_lists_exactly_the_flag_forms_the_command_line_accepts():
+    """Every flag form a command's help shows is accepted by the parser, every parameter is
+    shown, and no short form (which the parser refuses) appears."""
+    import inspect
+    import re
+
+    from lthfast.cli import main as cli
+    commands = list(_every_command())
+    assert len(commands) > 12
+    for path in commands:
+        text = cli._help(path + ["--help"])
+        forms = re.findall(r"^  (--[a-z0-9-]+)(?: / (--no[a-z0-9-]+)| ([A-Z0-9_]+))$", text, re.M)
+        target = cli.COMMANDS[path[0]] if len(path) == 1 else cli.COMMANDS[path[0]][path[1]]
+        params = [n for n, p in inspect.signature(target).parameters.items() if p.kind != p.VAR_KEYWORD]
+        assert [flag[2:].replace("-", "_") for flag, _, _ in forms] == params, path
+        assert not re.search(r"^\s+-[A-Za-z]", text, re.M), (path, "a short flag in the help")
+        for flag, negative, _ in forms:
+            if negative:
+                for argv in ([flag], [negative], [flag, "false"]):
+                    cli._check_flags(path + argv)
+            else:
+                cli._check_flags(path + [flag, "1"])
+                cli._check_flags(path + [f"{flag}=1"])
+        with pytest.raises(cli.LthError, match="short flags"):
+            cli._check_flags(path + ["-r", "x"])
 
 
 @pytest.mark.parametrize("args,message", [

@@ -78,6 +78,7 @@ def test_results_json_numbers_are_the_stored_records_and_analyses(smoke):
                 record = json.loads((folder / strategy / f"level_{row['level']:02d}" / "level.json").read_text())
                 assert row["test_accuracy"]["by_seed"][seed] == record["test_accuracy"]
                 assert row["train_loss"]["by_seed"][seed] == record["train_loss"]
+                assert record["threads"] >= 1 and record["backend"]  # what the bits depend on beyond the config
                 assert row["baseline_train_accuracy_bn_recomputed"]["by_seed"][seed] == \
                     record["baseline"]["train_accuracy_bn_recomputed"]
                 checked += 1
@@ -208,8 +209,8 @@ def test_a_study_stopped_in_the_middle_and_started_again_ends_the_same(smoke, tm
     sublevel = [k for k in got if "/sublevel/" in k]
     assert len(got) > 40 and sublevel
     for key, value in got.items():
-        if key in sublevel:  # one seed: matching (and so eps) had no other seed's dense network to use
-            assert "one seed" in value["eps_rule"] and key not in expected, key
+        if key in sublevel:  # one seed: eps from its own dense network alone (the reference has two seeds)
+            assert "mean over 1 seed" in value["eps_rule"] and key not in expected, key
         elif "/sharpness/" in key:  # ARPACK keeps a random state across calls in a process: ~1e-9 apart
             assert value.keys() == expected[key].keys(), key
             for name, number in value.items():

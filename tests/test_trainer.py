@@ -104,6 +104,25 @@ def test_resume_after_a_crash_ends_with_the_same_weights(tmp_path, crash_iterati
     assert [h["train_loss"] for h in whole["history"]] == [h["train_loss"] for h in metrics["history"]]
 
 
+def test_the_threads_that_trained_are_recorded_and_a_resume_with_others_says_so(tmp_path):
+    """Bit-reproducibility holds at equal threads and backend (README, "Reliability"): the
+    metrics name both, and a training resumed with another thread count says so once and
+    records it."""
+    config, data, threads = small_config(), small_data(), torch.get_num_threads()
+    metrics = train(config, tmp_path / "whole", data)
+    assert metrics["threads"] == threads and metrics["backend"] and "threads_resumed" not in metrics
+    with pytest.raises(Crash):
+        train(config, tmp_path / "crashed", data, on_iteration=crash_at(5))
+    other = 1 if threads > 1 else 2
+    torch.set_num_threads(other)
+    try:
+        with pytest.warns(UserWarning, match=f"started with {threads} CPU threads resumes with {other}"):
+            metrics = train(config, tmp_path / "crashed", data)
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics["threads"] == threads and metrics["threads_resumed"] == other
+
+
 def test_same_seed_same_metrics_and_another_seed_differs(tmp_path):
     runs = [train_run(small_config(seed=s), tmp_path / str(i)) for i, s in enumerate((7, 7, 8))]
     metrics = [read_json(r / "metrics.json") for r in runs]

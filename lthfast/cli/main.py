@@ -12,7 +12,7 @@ import warnings
 
 import fire
 
-from lthfast.cli import analyze
+from lthfast.cli import analyze, help
 from lthfast.cli.flags import build, parse_list, with_flags
 from lthfast.cli.study import report, study
 from lthfast.config.runs import ImpConfig, TrainConfig
@@ -30,6 +30,7 @@ from lthfast.report.power import table as power_table
 from lthfast.report.power import text as power_text
 from lthfast.store import layout as store
 from lthfast.study.executors import Execution
+from lthfast.study.resources import check_memory
 from lthfast.training.auto import stack_capacity
 from lthfast.training.trainer import train_run
 
@@ -45,7 +46,9 @@ def train(root: str | None = None, progress: bool | None = None, **flags):
         root: folder of runs (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
         progress: show a progress bar (default: when stderr is a terminal).
     """
-    print(train_run(build(TrainConfig, flags), root, progress=progress))
+    config = build(TrainConfig, flags)
+    check_memory(config)  # a --batch-size beyond the device's memory: one line before any work
+    print(train_run(config, root, progress=progress))
 
 
 @with_flags(ImpConfig, TrainConfig)
@@ -85,9 +88,10 @@ def imp(strategy: str = "imp", levels: int = 12, sparsities=None, stack: int | N
                 raise LthError(f"sparsity {s} is negative; sparsities are fractions in [0, 1)")
         densities = [1 - s for s in values]
     t = config.train
+    execution = Execution(stack=stack, stack_mode=stack_mode)
+    check_memory(t, execution.stack)  # --batch-size and --stack against the device's memory, before any work
     run = ImpRun(config, root or store.default_root(), load_dataset(t.data, t.data_dir, t.train_subset, t.subset_seed),
                  progress=progress)
-    execution = Execution(stack=stack, stack_mode=stack_mode)
     run.chain(strategy, levels, densities, stack=execution.stack or stack_capacity(t, resolve_device(t.device)),
               mode=execution.stack_mode)
     print(run.dir)
@@ -104,17 +108,29 @@ def summary(root: str | None = None):
 
 
 def repair(root: str | None = None):
-    """Check every level under ROOT: move damaged files aside (the command that made a level
-    computes them again, with the same results) and rebuild ROOT/index.jsonl from the
-    finished levels.
+    """Check every file under ROOT (levels, run configs, analysis results, study.json, the
+    report's results.json) and in the cache folder (calibrations, auto's stack modes, decoded
+    data): set damaged ones aside, one line each with the command that computes it again (with
+    the same results), and rebuild ROOT/index.jsonl from the finished levels.
 
     Args:
         root: folder of runs (default ~/.cache/lthfast/runs, or $LTHFAST_ROOT).
     """
+    from lthfast.data.dataset import default_cache_dir
+    from lthfast.store.level import set_aside_damaged
+    from lthfast.study import calibration
+    from lthfast.training import auto
+
     done = store.Store(root).repair()
-    for line in done["moved"]:
+    cached = [(calibration.set_aside_damaged_cache(), "measured again when a study needs it"),
+              (auto.set_aside_damaged_cache(), "measured again when a stack needs it"),
+              (set_aside_damaged(sorted((default_cache_dir() / "data").glob("*.pt"))), "decoded again when loaded")]
+    moved = done["moved"] + [f"{path}: {remedy}" for paths, remedy in cached for path in paths]
+    for line in moved:
         print(f"set aside: {line}")
-    print(f"index rebuilt: {done['levels']} finished levels ({len(done['moved'])} damaged files set aside)")
+    for line in done["unchecked"]:
+        print(f"not checked: {line}")
+    print(f"index rebuilt: {done['levels']} finished levels ({len(moved)} damaged files set aside)")
 
 
 def power(root: str | None = None, seeds: int = 3):
@@ -207,6 +223,22 @@ def _check_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def _help(argv: list[str]) -> str | None:
+    """The help asked for by argv (lthfast.cli.help), or None: a command's help lists exactly
+    the flag forms _check_flags accepts."""
+    if not argv or argv[0] in ("-h", "--help", "--helpfull"):
+        return help.group_help("", COMMANDS)
+    target, rest, path = COMMANDS.get(argv[0]), argv[1:], argv[0]
+    if isinstance(target, dict):
+        if not rest or rest[0] in ("-h", "--help"):
+            return help.group_help(path, target)
+        target, rest, path = target.get(rest[0]), rest[1:], f"{path} {rest[0]}"
+    words = rest[:rest.index("--")] if "--" in rest else rest
+    if target is None or not {"-h", "--help"} & set(words):
+        return None
+    return help.command_help(path, target, POSITIONAL.get(argv[0], 0))
+
+
 def _number(text: str) -> bool:
     try:
         float(text)
@@ -227,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()  # from here on a signal is one line and exit 130, whenever it comes
     COMMANDS["analyze"] = analyze.commands()  # analyses registered since import included
     try:
+        if (text := _help(list(argv))) is not None:
+            print(text)
+            return 0
         fire.Fire(COMMANDS, command=_check_flags(list(argv)), name="lthfast")
         name = signals.stop_requested()
         if name:  # a signal some deferred block (or a library's `except BaseException`) held: still a stop

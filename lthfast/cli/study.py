@@ -7,6 +7,7 @@ from lthfast.config.study import StudyConfig
 from lthfast.foundations import settings
 from lthfast.report.markdown import write_report
 from lthfast.store.layout import Store
+from lthfast.study import resources
 from lthfast.study.calibration import Calibration
 from lthfast.study.dryrun import plan_text
 from lthfast.study.executors import Execution
@@ -47,6 +48,9 @@ def study(preset: str = "cpu", root: str | None = None, dry_run: bool = False, r
     """
     config = preset_config(preset, **values(StudyConfig, flags, keep_none=False))
     execution = build(Execution, flags)
+    resources.check_local(config, execution)  # what this machine cannot hold: one line, before planning
+    if execution.executor == "ray" and not dry_run:
+        resources.connect_ray(execution)  # a cluster that does not answer, or lacks what a job asks: one line, now
     root = Store(root).root
     plan_study = Study(config, root, Calibration.load_or_measure(config), progress=progress)
     jobs = plan_study.plan()

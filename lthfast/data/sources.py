@@ -11,7 +11,11 @@ training pixel, so computing them again gives the same floats (tests/test_custom
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import socket
+import time
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import atomic_torch_save, load_tensors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DOWNLOAD_TIMEOUT = 60.0  # seconds a download may go without an answer (connecting, or between two reads)
 SPLITS = ("train", "test")
 LAYOUT = "expected ImageFolder layout: train/<class>/*.jpg and test/<class>/*.jpg"
 
@@ -146,19 +151,50 @@ def cache_path(cache_dir: Path | None, name: str) -> Path:
     return (cache_dir or default_cache_dir()) / "data" / name
 
 
+@contextlib.contextmanager
+def socket_timeout(seconds: float):
+    """Every socket made in the block (torchvision's urllib ones) gives up after `seconds`
+    without an answer, instead of waiting forever."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def download_cause(exc: BaseException) -> str:
+    """The likely cause of a failed download, in a few words."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError) \
+        else exc
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return (f"no answer for {DOWNLOAD_TIMEOUT:.0f} s: the server is down or slow, or a firewall or proxy holds "
+                "the connection")
+    if isinstance(reason, ConnectionRefusedError):
+        return "the connection was refused: the server is down, or a proxy or firewall refuses it"
+    if isinstance(reason, socket.gaierror):
+        return "the server's name is unknown: no network, or no DNS"
+    first = (str(reason).strip().splitlines() or [""])[0]
+    return f"{type(reason).__name__}: {first}"
+
+
 def torchvision_set(class_name: str, folder: str, what: str, prefix: str, cache_dir: Path | None) -> dict:
     """{train_x, train_y, test_x, test_y} of torchvision.datasets.<class_name> downloaded into
     the cache folder (its files in <download>/<folder>), decoded once and cached as
-    `<prefix>-<fingerprint>.pt`; LthError if the download fails."""
+    `<prefix>-<fingerprint>.pt`; LthError (one line: the address, the time waited, the likely
+    cause) if the download fails or goes DOWNLOAD_TIMEOUT seconds without an answer."""
     import torchvision
 
     download_dir = (cache_dir or default_cache_dir()) / "torchvision"
+    dataset = getattr(torchvision.datasets, class_name, None)
+    start = time.monotonic()
     try:
-        dataset = getattr(torchvision.datasets, class_name)
-        splits = {split: dataset(download_dir, train=(split == "train"), download=True) for split in SPLITS}
-    except Exception as exc:  # no network, a broken archive, ...
-        raise LthError(f"could not download {what} into {download_dir} ({type(exc).__name__}: {exc}); "
-                       "pass --data-dir with a copy in ImageFolder layout") from None
+        with socket_timeout(DOWNLOAD_TIMEOUT):
+            splits = {split: dataset(download_dir, train=(split == "train"), download=True) for split in SPLITS}
+    except Exception as exc:  # no network, a server that does not answer, a broken archive, ...
+        raise LthError(f"could not download {what} from {getattr(dataset, 'url', class_name)} into {download_dir} "
+                       f"(gave up after {time.monotonic() - start:.0f} s; {download_cause(exc)}); pass --data-dir "
+                       "with a copy in ImageFolder layout") from None
     batch_dir = download_dir / folder
     key = fingerprint(sorted(p for p in batch_dir.iterdir() if p.is_file()), batch_dir)
 

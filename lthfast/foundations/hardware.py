@@ -62,6 +62,43 @@ def total_memory() -> int:
     return ram + gpu
 
 
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A `field:  N kB` line of a /proc file, in bytes (None where there is none)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a new allocation can take on `device` now: the GPU's free memory, or the RAM
+    available without swapping (MemAvailable: free pages and reclaimable caches)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    available = _proc_bytes("/proc/meminfo", "MemAvailable")
+    return available if available is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def resident_memory() -> int:
+    """This process's resident memory in bytes (VmRSS; its peak where /proc is missing)."""
+    rss = _proc_bytes("/proc/self/status", "VmRSS")
+    if rss is not None:
+        return rss
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. under taskset or SLURM)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (from /proc/cpuinfo; empty where it does not exist)."""
     try:

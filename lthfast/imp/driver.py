@@ -28,7 +28,6 @@ from lthfast.foundations.files import (
     load_checkpoint,
     read_json,
 )
-from lthfast.foundations.hardware import resolve_device
 from lthfast.foundations.hashing import digest
 from lthfast.models.families import create_model, prunable_names
 from lthfast.pruning import masks as pruning
@@ -36,8 +35,8 @@ from lthfast.pruning import strategies
 from lthfast.pruning.strategies import StartContext
 from lthfast.store.layout import COPIES, Run, Store
 from lthfast.store.level import Level, readable
-from lthfast.training.evaluation import evaluate, recompute_batchnorm
-from lthfast.training.network import build_model, cpu_copies, use_channels_last
+from lthfast.training.evaluation import evaluate_weights
+from lthfast.training.network import build_model, cpu_copies
 from lthfast.training.stack import TrainJob, train_stack
 
 
@@ -241,21 +240,8 @@ class ImpRun:
         return result
 
     def _evaluate(self, weights: dict, recompute_bn: bool, splits=("train", "test")) -> dict:
-        config = self.config.train
-        device = resolve_device(config.device)
-        channels_last = use_channels_last(config, device)
-        model = build_model(config, device, weights)
-        if recompute_bn:
-            recompute_batchnorm(model, self.data.to(device), self.config.bn_batches, config.batch_size,
-                                seed=config.seed, channels_last=channels_last, precision=config.precision,
-                                augment=config.augment)
-        result = {}
-        for split in splits:
-            x, y = self.eval_sets[split]
-            loss, accuracy = evaluate(model, x.to(device), y.to(device), config.precision, config.eval_batch_size,
-                                      channels_last, self.data.mean, self.data.std)
-            result[f"{split}_loss"], result[f"{split}_accuracy"] = loss, accuracy
-        return result
+        return evaluate_weights(self.config.train, weights, self.data, {s: self.eval_sets[s] for s in splits},
+                                self.config.bn_batches, recompute_bn)
 
     def _finish_level(self, files: Level, strategy, level, mask, metrics, baseline, timer=None):
         timer = timer or _PhaseTimer()
@@ -273,6 +259,9 @@ class ImpRun:
                 "train_loss": final["train_loss"], "train_accuracy": final["train_accuracy"],
                 "baseline": baseline,
                 "train_seconds": metrics["train_seconds"],
+                # what the bits depend on beyond the config (README, "Reliability")
+                "backend": metrics.get("backend"), "threads": metrics.get("threads"),
+                **({"threads_resumed": metrics["threads_resumed"]} if "threads_resumed" in metrics else {}),
                 "folder": str(files.folder.relative_to(self.store.root)),
                 "test_images": metrics.get("test_images", len(self.data.test_y)),
                 "eval_images": {split: len(y) for split, (_, y) in self.eval_sets.items()},

@@ -15,7 +15,7 @@ global ranking over the weights m_{k-1} keeps:
 
 Each baseline is mask x theta_{k-1}. The baselines and the parent are evaluated on the run's
 fixed, unaugmented training sample (`eval_train_images`) by IMP's own evaluation
-(lthfast.imp.driver.ImpRun._evaluate, the one behind each level's baseline.json): with the
+(lthfast.training.evaluation.evaluate_weights, the one behind each level's baseline.json): with the
 stored BatchNorm statistics, and with statistics recomputed from `bn_batches` augmented
 training batches. damage = baseline train loss - parent train loss, both with BatchNorm
 recomputed. Losses are mean cross-entropy in nats, accuracies fractions in [0, 1], densities
@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from lthfast.data.dataset import fixed_sample
 from lthfast.foundations.errors import LthError
-from lthfast.imp.driver import ImpRun
 from lthfast.landscape.runs import AnalysisRun, cached
 from lthfast.pruning import masks as pruning
-from lthfast.store.layout import Store
 from lthfast.store.level import Solution
+from lthfast.training.evaluation import evaluate_weights
 
 WHAT = "one-parent"
 RULES = ("smallest", "largest", "random")  # which weights each baseline drops
@@ -85,22 +85,19 @@ def _parent(solutions: list[Solution]) -> tuple[Solution, int]:
 
 def _evaluator(run: AnalysisRun):
     """(evaluate, images): IMP's evaluation of a level's baseline on the run's fixed training
-    sample, on the analysis's device (weights -> {train_loss, train_accuracy, and both
-    _bn_recomputed}), and the sample's size."""
+    sample (lthfast.training.evaluation.evaluate_weights), on the analysis's device (weights ->
+    {train_loss, train_accuracy, and both _bn_recomputed}), and the sample's size."""
     config = run.config
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=str(run.device)))
-    if Store(run.folder.parent).run_folder(config).resolve() != run.folder.resolve():
-        raise LthError(f"{run.folder} is not named by its config's hash (imp_{config.run_hash()}); "
-                       "one-parent evaluates with the run's IMP driver, which needs that name")
-    imp = ImpRun(config, run.folder.parent, run.data)
+    train = dataclasses.replace(config.train, device=str(run.device))
+    sets = {"train": fixed_sample(run.data.train_x, run.data.train_y, config.eval_train_images)}
 
     def evaluate(weights: dict) -> dict:
-        result = imp._evaluate(weights, recompute_bn=False, splits=("train",))
-        result.update({f"{k}_bn_recomputed": v
-                       for k, v in imp._evaluate(weights, recompute_bn=True, splits=("train",)).items()})
+        result = evaluate_weights(train, weights, run.data, sets, config.bn_batches, recompute_bn=False)
+        result.update({f"{k}_bn_recomputed": v for k, v in evaluate_weights(
+            train, weights, run.data, sets, config.bn_batches, recompute_bn=True).items()})
         return result
 
-    return evaluate, len(imp.eval_sets["train"][1])
+    return evaluate, len(sets["train"][1])
 
 
 def _run_masks(run: AnalysisRun, weights: dict, parent_mask: pruning.Mask, level: int) -> dict[str, pruning.Mask]:

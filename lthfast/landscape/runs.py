@@ -4,7 +4,8 @@ goes through: one JSON document per (analysis, solutions, settings), with a PNG 
   RUN/analysis/<what>/<solutions>__<settings hash>.json   the solutions, the settings, the
                                                            numbers, the wall time, the device
 
-Asking again returns the stored result (force=True computes it again). The device and
+Asking again returns the stored result (force=True computes it again); a damaged one (torn,
+empty, not a result) is set aside and computed again, with a warning. The device and
 kernel backend are not in the hash: results agree across them to floating-point tolerance.
 Solutions are named as lthfast.store.layout.SOLUTION_FORMS says ("imp:3", "imp:3:baseline", or a
 level folder's path). tests/test_analysis.py checks the cache and the names.
@@ -21,10 +22,10 @@ import torch
 from lthfast.data.dataset import Dataset, fixed_sample
 from lthfast.data.loading import load_dataset
 from lthfast.foundations.errors import LthError
-from lthfast.foundations.files import atomic_write_json, read_json
+from lthfast.foundations.files import atomic_write_json
 from lthfast.foundations.hardware import device_name, resolve_device
 from lthfast.store import layout as store
-from lthfast.store.level import Solution
+from lthfast.store.level import Solution, read_checked
 
 
 class AnalysisRun(store.Run):
@@ -87,8 +88,8 @@ def cached(run: AnalysisRun, what: str, solutions: list[Solution], settings: dic
     """The stored result of (what, solutions, settings), or compute() stored as one. The file
     is named by the solutions (or `name`) and a hash of the settings."""
     path = run.result_path(what, [name] if name else [s.slug for s in solutions], settings)
-    if path.exists() and not force:
-        document = read_json(path)
+    document = None if force else read_checked(path, "computed again now", store.whole_result)
+    if document is not None:
         document["path"] = str(path)
         return document
     start = time.perf_counter()

@@ -19,6 +19,7 @@ from lthfast.report.findings import ACCURACY_MARGIN, CONNECTED, barrier, finding
 from lthfast.report.results import collect
 from lthfast.store import claims
 from lthfast.store.layout import Store, load_study_config
+from lthfast.store.level import set_aside_damaged
 
 SHORT = {1: "small-volume minima, exposed by IMP", 2: "barriers between successive IMP solutions",
          3: "IMP stays in one sublevel set, others leave it", 4: "rewinding escapes the baseline to better minima",
@@ -35,7 +36,9 @@ SHOWN = {"interpolate", "prune-path", "distance", "volume", "sharpness", "instab
 def write_report(root: Path | str) -> Path:
     """Collect a study's results under `root` and write REPORT.md, figures/ and results.json."""
     root = Path(root).expanduser()
-    results = collect(load_study_config(root), root)
+    config = load_study_config(root)
+    set_aside_damaged([Store(root).report / "results.json"])  # kept, then written again below
+    results = collect(config, root)  # sets damaged analysis results aside first
     results["findings"] = findings(results)
     results["working"] = claims.working_now(root)  # a study still running: the report says so at its top
     results["published"] = published.reference(results["config"])

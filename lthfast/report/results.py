@@ -64,6 +64,9 @@ def sizes(config: StudyConfig, col: Collector) -> dict:
 
 
 def collect(config: StudyConfig, root: Path) -> dict:
+    """The study's stored numbers; damaged analysis results are set aside first (one warning
+    each: `study` computes them again) and read as missing."""
+    store.Store(root).set_aside_damaged_results(f"{store.study_command(root)} computes it again")
     col = Collector(config, root)
     results = {"config": settings.to_flags(config), "sizes": sizes(config, col), "rewinds": {},
                "noise_seeds": {str(r): s for r, s in col.seeds.items()}}

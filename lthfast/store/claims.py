@@ -4,6 +4,11 @@
                                     written meanwhile says so
   ROOT/claims/<job>.lock            a job being computed: an OS file lock, freed when its
                                     owner ends or dies (filelock), with <job>.owner.json beside
+
+Every lock is taken with a timeout (LOCK_TIMEOUT): a lock that another process holds and does
+not free (it hangs), or one that does not answer at all (a network file system whose lock
+service is down: the call itself then blocks), stops the command with one line that names the
+lock's path, the time waited and the likely cause (tests/test_resources.py).
 """
 from __future__ import annotations
 
@@ -11,12 +16,44 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from lthfast.foundations.errors import LthError
 from lthfast.foundations.files import atomic_write_json
+
+LOCK_TIMEOUT = 60.0  # seconds a lock may take: its holders keep it for a line's write, or answer at once
+
+
+def acquire(lock: FileLock, wait: bool) -> bool:
+    """lock.acquire (waiting for its holder if `wait`, else one try): whether it is held now;
+    LthError if it is not decided within LOCK_TIMEOUT. The try runs in a thread, since on a
+    network file system whose lock service does not answer the call itself never returns
+    (`lock` is made with thread_local=False, so this thread can release it)."""
+    outcome, start = {}, time.monotonic()
+
+    def attempt():
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT if wait else 0)
+            outcome["held"] = True
+        except Timeout:
+            outcome["held"] = False
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+    thread = threading.Thread(target=attempt, daemon=True, name="lock")
+    thread.start()
+    thread.join(LOCK_TIMEOUT + 1)
+    if "error" in outcome:
+        raise outcome["error"]
+    if thread.is_alive() or (wait and not outcome["held"]):
+        raise LthError(f"the lock {lock.lock_file} did not answer within {time.monotonic() - start:.1f} s: "
+                       "another process holds it and hangs, or the root is on a network file system whose locks "
+                       "do not work (NFS without its lock service); end that process or fix the file system's "
+                       "locking, then run the same command again")
+    return outcome["held"]
 
 
 @contextlib.contextmanager
@@ -78,10 +115,8 @@ class Claim:
 
     def __enter__(self) -> "Claim":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(self.path)
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
+        self._lock = FileLock(self.path, thread_local=False)
+        if not acquire(self._lock, wait=False):
             return self
         self.held = True
         atomic_write_json({"job": self.name, "host": socket.gethostname(), "pid": os.getpid(),
@@ -104,9 +139,14 @@ class Claim:
 
 @contextlib.contextmanager
 def exclusive(path: Path):
-    """A blocking lock on `path` (e.g. the index while a line is appended)."""
-    with FileLock(Path(path).with_name(Path(path).name + ".lock")):
+    """A blocking lock on `path` (e.g. the index while a line is appended), given up after
+    LOCK_TIMEOUT with one line."""
+    lock = FileLock(Path(path).with_name(Path(path).name + ".lock"), thread_local=False)
+    acquire(lock, wait=True)
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def free(root: Path, name: str) -> bool:

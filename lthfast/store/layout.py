@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import warnings
 from pathlib import Path
 
@@ -37,12 +38,22 @@ from lthfast.foundations.files import (
 from lthfast.foundations.hashing import digest
 from lthfast.pruning import strategies
 from lthfast.store import claims
-from lthfast.store.level import Level, Solution, readable, set_aside, slug
+from lthfast.store.level import Level, Solution, readable, set_aside, set_aside_damaged, slug
 
 SOLUTION_FORMS = ("STRATEGY:LEVEL (e.g. imp:3; level 0 is the dense network), STRATEGY:LEVEL:baseline, "
                   "instability:LEVEL (the second copy of an instability pair), or a level folder")
 # RUN/instability/level_KK: the second copy of the instability pair at level k (its first is imp:k).
 COPIES = "instability"
+
+
+def whole_result(document: dict) -> bool:
+    """An analysis result as lthfast.landscape.runs.cached writes it: what its readers need."""
+    return "result" in document
+
+
+def whole_study(document: dict) -> bool:
+    """study.json in any form StudyConfig.from_dict reads (nested, or the earlier flat one)."""
+    return "seeds" in document and "levels" in document
 
 
 def default_root() -> Path:
@@ -54,26 +65,19 @@ def settings_hash(settings: dict) -> str:
     return digest(settings, 10)
 
 
-
-
-
-
-
-
-
-
 def claim_folder(folder: Path, config, from_dict, empty: bool = False) -> None:
     """Write the config into its run folder (named by its hash), or check that the config
     there is the same; a damaged config.json is written again (the folder's name says which
     config it held). empty: a folder without config.json must be empty."""
     path = folder / "config.json"
-    if path.exists() and not readable(path):
+    damaged = path.exists() and not readable(path)
+    if damaged:
         warnings.warn(f"{path} was damaged and is written again (the old one is {set_aside(path).name})")
     if path.exists():
         if from_dict(read_json(path)).hashed_fields() != config.hashed_fields():
             raise LthError(f"run folder {folder} holds a run of another config; use another --root or remove that "
                            "folder")
-    elif empty and folder.exists() and any(folder.iterdir()):
+    elif empty and not damaged and folder.exists() and any(folder.iterdir()):
         raise LthError(f"run folder {folder} exists without config.json; remove it or use another --root")
     else:
         atomic_write_json(config.to_dict(), path)
@@ -271,7 +275,7 @@ class Store:
         for line in self.index.read_bytes().splitlines():
             try:
                 record = json.loads(line)
-                if all(k in record for k in self.INDEX_KEYS):
+                if isinstance(record, dict) and all(k in record for k in self.INDEX_KEYS):
                     records.append(record)
                     continue
             except ValueError:  # torn by a kill mid-write, or undecodable bytes
@@ -282,29 +286,56 @@ class Store:
                           f"`python -m lthfast repair --root {self.root}` rebuilds the index from the level folders")
         return records
 
+    def set_aside_damaged_results(self, remedy: str) -> list[Path]:
+        """Set aside every damaged analysis result under the root, one warning each that names
+        `remedy` (what computes it again): for a command that only reads them (the report)."""
+        moved = set_aside_damaged(sorted(self.root.glob("imp_*/analysis/*/*.json")), whole_result)
+        for path in moved:
+            warnings.warn(f"{path.with_name(path.name.split('.damaged-')[0])} was damaged and is set aside as "
+                          f"{path.name}; {remedy}")
+        return moved
+
     def repair(self) -> dict:
-        """Move damaged files of every level aside (they are computed again by the command
-        that made them) and rebuild the index from the finished levels' level.json."""
-        moved, records = [], []
-        for config_path in sorted(self.root.glob("imp_*/config.json")):
+        """Set aside every damaged file under the root (level files, run configs, analysis results,
+        trainings, study.json, the report's results.json), each with what writes it again, and
+        rebuild the index from the finished levels' level.json. Returns {"moved": ["PATH: what
+        writes it again"] (PATH: where it went), "unchecked": [a run that cannot be read], "levels": n}."""
+        moved, unchecked, records = [], [], []
+
+        def note(paths, remedy):
+            moved.extend(f"{p.relative_to(self.root)}: {remedy}" for p in paths)
+
+        for folder in sorted({p.parent for p in self.root.glob("imp_*/config.json*")}):
+            note(set_aside_damaged([folder / "config.json"]), "the `imp` or `study` command of the run writes it again")
             try:
-                run = Run.open(config_path.parent)
+                run = Run.open(folder)
             except LthError as exc:
-                moved.append(f"{config_path.parent.name}: {exc}")
+                unchecked.append(f"{folder.name}: {exc}")
                 continue
+            levels = [run.level("imp", 0)]
             for strategy in strategies.STRATEGIES:
-                folders = [(0, None)] if strategy == "imp" else []
-                folders += [(int(p.name[6:]), p) for p in sorted((run.folder / strategy).glob("level_[0-9][0-9]"))]
-                for level, _ in folders:
-                    files = run.level(strategy, level)
-                    moved += [str(p.relative_to(self.root)) for p in files.repair()]
-                    if files.finished():
-                        records.append(files.read_record())
+                found = sorted((folder / strategy).glob("level_[0-9][0-9]"))
+                levels += [run.level(strategy, int(p.name[6:])) for p in found if p.name != "level_00"]
+                levels += [Level(p, "pruned") for p in sorted((folder / strategy).glob("density_*")) if p.is_dir()]
+            for files in levels:
+                note(files.repair(), "the `imp` or `study` command of this level computes it again")
+                if files.finished():
+                    records.append(files.read_record())
+            for p in sorted((folder / COPIES).glob("level_[0-9][0-9]")):
+                note(run.copy(int(p.name[6:])).repair(), "the `study` or `analyze instability` command trains it again")
+            note(set_aside_damaged(sorted(folder.glob("analysis/*/*.json")), whole_result),
+                 "the `study` or `analyze` command that made it computes it again")
+        for folder in sorted({p.parent for p in self.root.glob("train_*/config.json*")}):
+            note(Level(folder, "train").repair(), "the `train` command writes it again")  # config.json too
+        aside = set_aside_damaged([self.study_config], whole_study)
+        note(aside, aside and study_command(self.root, reported_flags(self.root) is not None) + " writes it again")
+        note(set_aside_damaged([self.report / "results.json"]),
+             f"`python -m lthfast report --root {shlex.quote(str(self.root))}` writes it again")
         lines = "".join(json.dumps({k: v for k, v in r.items() if k != "layer_density"}, sort_keys=True) + "\n"
                         for r in records)
         with claims.exclusive(self.index):
             atomic_write_text(lines, self.index)
-        return {"moved": moved, "levels": len(records)}
+        return {"moved": moved, "unchecked": unchecked, "levels": len(records)}
 
     def summary_table(self) -> str:
         """Every finished level under the root as one text table."""
@@ -322,7 +353,32 @@ class Store:
 
 
 def load_study_config(root) -> StudyConfig:
+    """The study under `root`. study.json cannot be computed from the runs: a damaged one is set
+    aside and named in a one-line LthError with the study command that writes it again."""
     path = Store(root).study_config
-    if not path.exists():
+    aside = sorted(path.parent.glob(path.name + ".damaged-*"))
+    if not path.exists() and not aside:
         raise LthError(f"no study under {root} (no study.json); run `python -m lthfast study` first")
-    return StudyConfig.from_dict(read_json(path))
+    if path.exists():
+        if readable(path, whole_study):
+            return StudyConfig.from_dict(read_json(path))
+        aside += set_aside_damaged([path], whole_study)
+    raise LthError(f"{path} was damaged and is set aside as {aside[-1].name} (the runs cannot give it back); "
+                   f"{study_command(root, reported_flags(root) is not None)} writes it again")
+
+
+def reported_flags(root) -> dict | None:
+    """The study's flags as the last report kept them (ROOT/report/results.json), or None."""
+    try:
+        flags = json.loads((Store(root).report / "results.json").read_bytes()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return flags if isinstance(flags, dict) else None
+
+
+def study_command(root, kept: bool = False) -> str:
+    """The study command that writes study.json under `root` again, for a message (its flags
+    need the presets, which are above the store); kept: the last report kept its flags."""
+    root = Path(root).expanduser()
+    where = f" (the last report's: {root / 'report' / 'results.json'}, \"config\")" if kept else ""
+    return f"`python -m lthfast study --root {shlex.quote(str(root))}` with the preset and flags that made it{where}"

@@ -1,6 +1,7 @@
 """A level folder and its files, and a stored solution (weights with their mask): what a
 training writes, what counts as finished, and how damaged files are set aside so that the
-command that made them computes them again (tests/test_damaged_store.py).
+command that made them computes them again (tests/test_damaged_store.py); read_checked does the
+same for any JSON file lthfast writes and reads back (tests/test_damaged_results.py).
 
   A level folder: checkpoint.pt, rewind.pt, final.pt, metrics.json (the trainer's), then
   mask.pt, baseline.pt, baseline.json and, last, level.json (IMP's: the level is finished).
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +26,24 @@ def slug(spec: str) -> str:
     return spec.replace(":", "-")
 
 
-def readable(path: Path) -> bool:
+def readable(path: Path, valid=None) -> bool:
     """Present and whole: a torch file is a complete zip archive (a truncated one has lost its
-    directory at the end), a JSON file parses to a non-empty object."""
+    directory at the end), a JSON file parses to a non-empty object (for which valid(document),
+    if given, is true: the keys its readers need)."""
     try:
         if not path.is_file() or path.stat().st_size == 0:
             return False
         if path.suffix == ".pt":
             return zipfile.is_zipfile(path)
-        return bool(json.loads(path.read_bytes()))
+        return _whole(json.loads(path.read_bytes()), valid)
     except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+
+
+def _whole(document, valid) -> bool:
+    try:
+        return isinstance(document, dict) and bool(document) and (valid is None or bool(valid(document)))
+    except (KeyError, TypeError, ValueError, AttributeError):
         return False
 
 
@@ -42,6 +52,37 @@ def set_aside(path: Path) -> Path:
     target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     os.replace(path, target)
     return target
+
+
+def read_checked(path: Path, remedy: str, valid=None) -> dict | None:
+    """The JSON object stored in `path`, or None: none is there, or it was damaged (torn, empty,
+    not an object, or valid(document) false) and is now set aside, with one warning that names
+    the file and `remedy`, what writes it again ("computed again now")."""
+    try:
+        document = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # torn, empty or undecodable (UnicodeDecodeError is a ValueError)
+        document = None
+    if _whole(document, valid):
+        return document
+    moved = set_aside_damaged([Path(path)], valid)
+    if moved:
+        warnings.warn(f"{path} was damaged and is set aside as {moved[0].name}; {remedy}")
+    return None
+
+
+def set_aside_damaged(paths, valid=None) -> list[Path]:
+    """Set aside each of `paths` that is present but not readable(path, valid); returns where
+    they went (a file another process set aside or replaced meanwhile is left alone)."""
+    moved = []
+    for path in paths:
+        if Path(path).exists() and not readable(Path(path), valid):
+            try:
+                moved.append(set_aside(Path(path)))
+            except FileNotFoundError:
+                pass
+    return moved
 
 
 class Level:

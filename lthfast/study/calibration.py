@@ -6,7 +6,8 @@ Measured once per device, model and recipe and kept in the cache folder
 (~/.cache/lthfast/calibration), so that a finished study or a --dry-run starts at once.
 Each figure is the median of several runs after two warm-ups, with its spread; a
 measurement taken while the machine is busy (other processes' CPU time, or a wide spread) is used for
-this run only, with a warning, and never cached: it can be many times too high.
+this run only, with a warning, and never cached: it can be many times too high. A damaged cache
+entry (torn, emptied, not a calibration) is set aside, with a warning, and measured again.
 """
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ import os
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
 from lthfast.data.dataset import default_cache_dir
-from lthfast.foundations.files import atomic_write_json, read_json
+from lthfast.foundations.files import atomic_write_json
 from lthfast.foundations.hardware import device_name, resolve_device
 from lthfast.foundations.hashing import digest
+from lthfast.store.level import read_checked, set_aside_damaged
 from lthfast.training.evaluation import autocast
 from lthfast.training.network import build_model, use_channels_last
 
@@ -49,17 +51,28 @@ class Calibration:
                "batch_size": train.batch_size, "precision": train.precision,
                "channels_last": use_channels_last(train, device), "torch": torch.__version__,
                "version": 2}  # 2: steps and forwards timed in the training's precision (1 timed fp32)
-        path = default_cache_dir() / "calibration" / \
-            (digest(key, 16) + ".json")
-        if path.exists():
-            try:
-                return cls(**read_json(path)["calibration"])
-            except Exception:  # a damaged or old cache entry: measure again
-                pass
+        path = _cache_folder() / (digest(key, 16) + ".json")
+        stored = read_checked(path, "measured again now", _whole)
+        if stored is not None:
+            return cls(**stored["calibration"])
         calibration = measure(train, device)
         if not calibration.busy:
             atomic_write_json({"key": key, "calibration": asdict(calibration)}, path)
         return calibration
+
+
+def _cache_folder():
+    return default_cache_dir() / "calibration"
+
+
+def _whole(document: dict) -> bool:
+    """A cache entry as load_or_measure writes it: every field of a Calibration."""
+    return set(document["calibration"]) == {f.name for f in fields(Calibration)}
+
+
+def set_aside_damaged_cache() -> list:
+    """Set aside every damaged entry of the calibration cache (`python -m lthfast repair`)."""
+    return set_aside_damaged(sorted(_cache_folder().glob("*.json")), _whole)
 
 
 def _seconds(fn, device) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from lthfast.foundations.errors import LthError
 from lthfast.foundations.hardware import resolve_device
 from lthfast.foundations.settings import setting
 from lthfast.store import claims
+from lthfast.study import resources
 from lthfast.study.plan import Job, Study
 from lthfast.training.auto import stack_capacity
 
@@ -55,6 +56,10 @@ class Execution:
     cpus_per_job: float = setting(1.0, "ray: CPUs a batch reserves.", kind="float", positive=True)
     gpu_resource: str = setting("GPU", "ray: the resource --gpus-per-job asks for (GPU, or a custom one).",
                                 kind="str")
+    connect_timeout: float = setting(20.0, "ray: seconds the cluster at --address may take to answer (a TCP "
+                                     "connection, then Ray's handshake) before the study stops.", kind="float",
+                                     positive=True)
+    verbose: bool = setting(False, "ray: show Ray's own log lines and its workers' output.", kind="bool")
 
     def __post_init__(self):
         settings.check(self)
@@ -70,11 +75,14 @@ class Stacking:
 
 
 def stack_size(study: Study, execution: Execution) -> int:
-    """--stack, or as many trainings as the device's free memory holds (computed)."""
+    """--stack, or as many trainings as the device's free memory holds (computed); local CPU
+    workers share the memory, each taking an equal part (lthfast.study.resources)."""
     if execution.stack is not None:
         return execution.stack
     c = study.config
-    return stack_capacity(c.imp_config(c.seeds[0], c.rewind_iter).train, resolve_device(c.train.device))
+    device = resolve_device(c.train.device)
+    sharing = execution.workers if execution.executor == "local" and not torch.cuda.device_count() else 1
+    return stack_capacity(c.imp_config(c.seeds[0], c.rewind_iter).train, device, fraction=0.7 / sharing)
 
 
 # ----------------------------------------------------------------------------- one batch
@@ -146,8 +154,9 @@ class LocalPool:
     def __init__(self, study: Study, execution: Execution):
         self.study, self.slots = study, execution.workers
         gpus = torch.cuda.device_count()
-        if gpus and self.slots > gpus:
-            raise LthError(f"--workers {self.slots} is more than this machine's {gpus} GPUs (one worker a GPU)")
+        if gpus and self.slots > gpus:  # the study command checks this and memory first (lthfast.study.resources)
+            raise LthError(f"--workers {self.slots} is more than this machine's {gpus} GPUs (one worker a GPU); "
+                           f"the most that fits is {gpus}")
         self._start()
 
     def _start(self):
@@ -181,21 +190,17 @@ class RayExecutor:
     """Batches as Ray tasks on a cluster (every node must see the root: a shared file system)."""
 
     def __init__(self, study: Study, execution: Execution):
-        try:
-            import ray  # optional: pip install -e '.[ray]'
-        except ImportError:
-            raise LthError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[default]')") from None
+        # Connected with a timeout, its nodes checked against the request (or kept, if the study command connected).
+        ray = resources.connect_ray(execution)
         self.ray, self.study = ray, study
-        ray.init(address=execution.address, ignore_reinit_error=True, log_to_driver=False,
-                 runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("LTHFAST_")}})
         gpus = {execution.gpu_resource: execution.gpus_per_job} if execution.gpus_per_job else {}
-        resources = {"num_cpus": execution.cpus_per_job}
+        options = {"num_cpus": execution.cpus_per_job}
         if gpus and execution.gpu_resource == "GPU":
-            resources["num_gpus"] = execution.gpus_per_job
+            options["num_gpus"] = execution.gpus_per_job
         elif gpus:
-            resources["resources"] = gpus
+            options["resources"] = gpus
         # A worker that dies mid-batch: Ray runs the batch again, which resumes from its checkpoints.
-        self.task = ray.remote(max_retries=3, **resources)(run_task)
+        self.task = ray.remote(max_retries=3, **options)(run_task)
         total = ray.cluster_resources()
         limits = [total.get("CPU", 1) / execution.cpus_per_job]
         if gpus:

@@ -22,6 +22,7 @@ from lthfast.landscape.runs import AnalysisRun
 from lthfast.pruning import strategies
 from lthfast.store import layout as store
 from lthfast.store.layout import COPIES
+from lthfast.store.level import readable
 from lthfast.study.calibration import Calibration
 
 # A plan without a calibration (tests, a dry run that measures nothing) costs nothing but the
@@ -150,7 +151,8 @@ class Study:
 
         def sublevel_done():
             run = store.Run(self.run_folder(seed, rewind), c.imp_config(seed, rewind))
-            return run.result_path("sublevel", ["run"], sublevel.settings_of(run, None, c.eps_margin)).exists()
+            return readable(run.result_path("sublevel", ["run"], sublevel.settings_of(run, None, c.eps_margin)),
+                            store.whole_result)
 
         jobs.append(Job(f"{prefix}/sublevel", "sublevel", trainings, 1.0, sublevel_done,
                         lambda: sublevel.table(self.analysis_run(seed, rewind), eps_margin=c.eps_margin),
@@ -172,7 +174,9 @@ class Study:
             return entry.compute(run, [run.solution(spec) for spec in specs], entry.settings_of(c),
                                  curves.Compute(backend=c.train.backend))
 
-        return Job(f"{prefix}/{entry.name} {' -> '.join(specs)}", entry.name, deps, cost, path.exists,
+        # done only when whole: a damaged result is set aside and computed again (landscape.runs.cached)
+        return Job(f"{prefix}/{entry.name} {' -> '.join(specs)}", entry.name, deps, cost,
+                   lambda: readable(path, store.whole_result),
                    compute, f"{stored.folder.name}/{path.stem}", seed, rewind)
 
     # --------------------------------------------------------------- run

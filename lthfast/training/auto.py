@@ -4,7 +4,8 @@ The first stack of a shape (device name, model, width, batch size, precision, me
 layout, K) times a few steps of every candidate mode on throwaway networks and random
 images (MEASURE_ROUNDS rounds, the candidates interleaved in each, medians), and keeps
 its choice in LTHFAST_CACHE/stack_modes.json (with every timing), so later stacks of that
-shape pick it at once. The choice is loop unless another mode is faster by MARGIN: loop
+shape pick it at once (a damaged file is set aside, with a warning, and its shapes measured
+again). The choice is loop unless another mode is faster by MARGIN: loop
 runs each network exactly as a single run does, so it is never slower than separate runs
 but for noise, and a noisy measurement must not trade that for a doubtful gain. Candidates: loop and grouped everywhere,
 streams on CUDA. Not graph, nor compiled forwards: compiling takes minutes, longer than a
@@ -18,7 +19,6 @@ trainer's path).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 import time
@@ -31,6 +31,7 @@ from lthfast.data.dataset import default_cache_dir, normalize
 from lthfast.foundations.files import atomic_write_json
 from lthfast.foundations.hardware import device_name
 from lthfast.models.families import BYTES_PER_PARAMETER, prunable_names
+from lthfast.store.level import read_checked, set_aside_damaged
 from lthfast.training.engines import make_engine
 from lthfast.training.network import build_model, place_mask, use_channels_last
 from lthfast.training.optim import StackedMaskedSGD
@@ -52,13 +53,21 @@ def _cache_path():
     return default_cache_dir() / "stack_modes.json"
 
 
+def _whole(cache: dict) -> bool:
+    """The cache as choose_mode writes it: by shape, a choice and its timings."""
+    return all(isinstance(entry, dict) and isinstance(entry.get("seconds_per_step", {}), dict)
+               for entry in cache.values())
+
+
 def _read_cache() -> dict:
-    """auto's cached choices and timings by shape ({} if none yet, or a torn or foreign file)."""
-    try:
-        cache = json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return cache if isinstance(cache, dict) else {}
+    """auto's cached choices and timings by shape ({} if none yet; a damaged file, torn or
+    foreign, is set aside with a warning, and its shapes are measured again)."""
+    return read_checked(_cache_path(), "stack modes are measured again when asked", _whole) or {}
+
+
+def set_aside_damaged_cache() -> list:
+    """Set aside the cache if it is damaged (`python -m lthfast repair`)."""
+    return set_aside_damaged([_cache_path()], _whole)
 
 
 def choose_mode(config: TrainConfig, k: int, device: torch.device, refresh: bool = False) -> str:
@@ -140,12 +149,12 @@ def stack_seconds(config: TrainConfig, k: int, device: torch.device, mode: str =
     return mode, time_steps(stack_steps(config, k, mode, device), MEASURE_STEPS, MEASURE_WARMUP, device)
 
 
-def stack_capacity(config: TrainConfig, device: torch.device, fraction: float = 0.7) -> int:
-    """How many trainings of `config`'s shape fit together in `fraction` of the device's free
-    memory, computed: each needs its weights, gradients, momentum and mask (16 bytes a
-    parameter, lthfast.models.families.BYTES_PER_PARAMETER) and its activations, counted by one
-    forward pass of batch 1 (every module's output, kept for the backward pass, and as much
-    again for its gradient), times the batch size."""
+def training_bytes(config: TrainConfig) -> tuple[int, int]:
+    """(bytes of one training apart from its batch, bytes per example of its batch), computed:
+    its weights, gradients, momentum and mask (16 bytes a parameter,
+    lthfast.models.families.BYTES_PER_PARAMETER), and its activations, counted by one forward
+    pass of batch 1 (every module's output, kept for the backward pass, and as much again for
+    its gradient). The default --stack and lthfast.study.resources' checks read it."""
     model = build_model(config, torch.device("cpu"))
     elements = [0]
     hooks = [m.register_forward_hook(lambda mod, inputs, out: elements.__setitem__(0, elements[0] + out.numel()))
@@ -154,11 +163,16 @@ def stack_capacity(config: TrainConfig, device: torch.device, fraction: float = 
         model(torch.zeros(1, 3, 32, 32))
     for hook in hooks:
         hook.remove()
-    bytes_per_value = 2 if config.precision == "bf16" else 4
-    per_member = BYTES_PER_PARAMETER * sum(p.numel() for p in model.parameters()) \
-        + 2 * elements[0] * bytes_per_value * config.batch_size
+    return BYTES_PER_PARAMETER * sum(p.numel() for p in model.parameters()), \
+        2 * elements[0] * (2 if config.precision == "bf16" else 4)
+
+
+def stack_capacity(config: TrainConfig, device: torch.device, fraction: float = 0.7) -> int:
+    """How many trainings of `config`'s shape (training_bytes at its batch size) fit together
+    in `fraction` of the device's free memory."""
+    fixed, per_example = training_bytes(config)
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
         free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    return max(1, int(fraction * free // per_member))
+    return max(1, int(fraction * free // (fixed + per_example * config.batch_size)))

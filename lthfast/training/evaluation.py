@@ -73,3 +73,26 @@ def recompute_batchnorm(model, data: Dataset, num_batches: int, batch_size: int,
         bn.momentum = momentum
     for net, training in zip(models, was_training):
         net.train(training)
+
+
+def evaluate_weights(train, weights: dict, data: Dataset, sets: dict, bn_batches: int, recompute_bn: bool) -> dict:
+    """{SPLIT_loss, SPLIT_accuracy} of the network `weights` of `train`'s (a TrainConfig) model
+    on each fixed sample of `sets` ({split: (x uint8 (N, 3, H, W), y int64 (N,))}), with its
+    stored BatchNorm statistics or with statistics recomputed from `bn_batches` training
+    batches (recompute_batchnorm, seeded by train.seed): how IMP evaluates a level's baseline
+    and solution (lthfast.imp.driver) and the baselines on one parent (lthfast.landscape.oneparent).
+    Losses in nats (mean cross-entropy), accuracies in [0, 1]."""
+    from lthfast.foundations.hardware import resolve_device
+    from lthfast.training.network import build_model, use_channels_last
+    device = resolve_device(train.device)
+    channels_last = use_channels_last(train, device)
+    model = build_model(train, device, weights)
+    if recompute_bn:
+        recompute_batchnorm(model, data.to(device), bn_batches, train.batch_size, seed=train.seed,
+                            channels_last=channels_last, precision=train.precision, augment=train.augment)
+    result = {}
+    for split, (x, y) in sets.items():
+        loss, accuracy = evaluate(model, x.to(device), y.to(device), train.precision, train.eval_batch_size,
+                                  channels_last, data.mean, data.std)
+        result[f"{split}_loss"], result[f"{split}_accuracy"] = loss, accuracy
+    return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +92,10 @@ class Member:
         check_output(self.model, normalize(data.train_x[:1].to(device), self.channels_last, data.mean, data.std),
                      data.num_classes, self.config.model)
         self.mask = place_mask(self.model, job.mask)
+        # threads: CPU kernels reduce in an order that depends on the thread count, so a training's
+        # bits depend on it (README, "Reliability"); it is recorded with the level.
         self.state = {"iteration": job.start_iteration, "epoch_loss": 0.0, "epoch_correct": 0, "epoch_seen": 0,
-                      "history": [], "train_seconds": 0.0, "images_trained": 0}
+                      "history": [], "train_seconds": 0.0, "images_trained": 0, "threads": torch.get_num_threads()}
         self.test_images = int(data.test_y.shape[0])
         self._plan, self._plan_epoch = None, None
         self.segment_start = time.perf_counter()
@@ -118,6 +121,14 @@ class Member:
             self.model.load_state_dict(ckpt["model"])
             optimizer.load_member_state_dict(row, ckpt["optimizer"])
             self.state.update(ckpt["state"])
+            started, now = self.state.get("threads"), torch.get_num_threads()
+            if started is not None and started != now:
+                # A process's thread count is shared by every training in it (a worker of the local
+                # pool, a stack), so it is not changed for one of them: said once, and recorded.
+                self.state["threads_resumed"] = now
+                warnings.warn(f"a training started with {started} CPU threads resumes with {now}: its "
+                              "result may differ in the last bits from an uninterrupted training (bit-"
+                              "reproducibility holds at equal threads and kernel backend)")
         rewind = self.config.rewind_iter
         if rewind is not None and rewind == self.iteration and not self.files.rewind.exists():
             self.save_weights(self.files.rewind)
@@ -180,6 +191,8 @@ class Member:
             "images_per_second": state["images_trained"] / max(state["train_seconds"], 1e-9),
             "device": str(self.device) if self.device.type == "cpu" else device_name(self.device),
             "backend": self.backend,
+            "threads": state.get("threads"),
+            **({"threads_resumed": state["threads_resumed"]} if "threads_resumed" in state else {}),
             "test_images": self.test_images,
             "history": state["history"],
         }, self.files.metrics)
