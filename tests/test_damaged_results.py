@@ -117,6 +117,18 @@ def test_the_report_sets_a_damaged_result_aside_and_the_study_computes_it_again(
     assert report_numbers(root) == report_numbers(smoke)
 
 
+@pytest.mark.parametrize("reader", ["power", "export"])
+def test_power_and_export_set_a_damaged_result_aside_too(root, reader):
+    """Every reader of the stored numbers opens them through report.results.Collector, which sets
+    damaged analysis results aside first: no reader stops on one."""
+    from lthfast.report import export, power
+    path = result_file(root, "sublevel" if reader == "export" else "interpolate")  # export reads the table itself
+    truncate(path)
+    with pytest.warns(UserWarning, match="was damaged and is set aside"):
+        export.write(root) if reader == "export" else power.table(root, 3)
+    assert aside(path) and not path.exists()
+
+
 # ------------------------------------------------------------------ the report's results.json
 
 @pytest.mark.parametrize("damage", DAMAGE)

@@ -64,7 +64,8 @@ def _default(value) -> str:
     return str(value)
 
 
-def _is_bool(param: inspect.Parameter) -> bool:
+def is_bool(param: inspect.Parameter) -> bool:
+    """Whether a command parameter is a boolean flag (--flag / --noflag; lthfast.cli.main parses it so)."""
     return isinstance(param.default, bool) or "bool" in str(param.annotation)
 
 
@@ -77,7 +78,7 @@ def flag_forms(target) -> list[tuple[str, str]]:
         if param.kind == param.VAR_KEYWORD:
             continue
         flag = "--" + name.replace("_", "-")
-        form = f"{flag} / --no{name.replace('_', '-')}" if _is_bool(param) else f"{flag} {name.upper()}"
+        form = f"{flag} / --no{name.replace('_', '-')}" if is_bool(param) else f"{flag} {name.upper()}"
         text = helps.get(name) or (metas[name]["help"] if name in metas else "")
         extra = [f"default: {_default(param.default)}"]
         if name in metas and (accepted := _range(metas[name])):

@@ -165,10 +165,6 @@ COMMANDS = {"train": train, "imp": imp, "summary": summary, "analyze": analyze.c
 POSITIONAL = {"analyze": 1}  # `analyze WHAT RUN`: the run folder; every other value is a --flag
 
 
-def _is_bool(param: inspect.Parameter) -> bool:
-    return isinstance(param.default, bool) or "bool" in str(param.annotation)
-
-
 def _check_flags(argv: list[str]) -> list[str]:
     """Reject unknown commands, unknown or short flags and stray words with one line, before
     Fire prints its usage dump or binds a stray word to some parameter; returns argv with
@@ -194,14 +190,14 @@ def _check_flags(argv: list[str]) -> list[str]:
         if arg.startswith("--"):
             flag = arg[2:].split("=", 1)[0]
             name = flag.replace("-", "_")
-            if name not in params and name.startswith("no") and name[2:] in params and _is_bool(params[name[2:]]):
+            if name not in params and name.startswith("no") and name[2:] in params and help.is_bool(params[name[2:]]):
                 out.append(arg)  # --noflag
                 continue
             if name not in params:
                 raise LthError(f"unknown flag --{flag} for {command}; see `python -m lthfast {command} --help`")
             if "=" in arg:
                 out.append(arg)
-            elif _is_bool(params[name]):
+            elif help.is_bool(params[name]):
                 word = rest[i].lower() if i < len(rest) else ""
                 if word in ("true", "false"):  # `--flag false`: Fire would pass the word itself, which is true
                     i += 1

@@ -97,8 +97,8 @@ def evaluate_networks(networks, x: torch.Tensor, y: torch.Tensor, batch_size: in
 def _evaluate(networks, x, y, batch_size, channels_last, precision, mean, std, groups: torch.Tensor | None = None,
               num_groups: int = 0):
     """evaluate_networks, and with groups (int64 [N], ids 0 .. num_groups - 1) the sums per
-    group too: (loss [K], accuracy [K], None or (loss sums, hits, images) per group [G, K],
-    [G, K], [G]). The full sums are the same operations whether or not groups are given."""
+    group too: (loss [K], accuracy [K], None or (loss sums, hits) per group, [G, K] each). The
+    full sums are the same operations whether or not groups are given."""
     modules = networks if isinstance(networks, list) else [networks]
     was_training = [m.training for m in modules]
     for m in modules:
@@ -127,8 +127,7 @@ def _evaluate(networks, x, y, batch_size, channels_last, precision, mean, std, g
     loss, accuracy = (sums / max(1, x.shape[0])).cpu().unbind(0)
     if groups is None:
         return loss, accuracy, None
-    images = torch.bincount(groups.cpu(), minlength=num_groups)
-    return loss, accuracy, (group_sums[0].cpu(), group_sums[1].cpu(), images)
+    return loss, accuracy, (group_sums[0].cpu(), group_sums[1].cpu())
 
 
 def interpolation_points(theta_a: dict, theta_b: dict, alphas: torch.Tensor, names, device,

@@ -23,6 +23,9 @@ class Collector:
     """Reads a study's stored numbers by seed, rewind point, strategy and level."""
 
     def __init__(self, config: StudyConfig, root: Path):
+        # Every reader of the store's numbers (report, power, export) opens it here: damaged analysis
+        # results are set aside first (one warning each: `study` computes them again) and read as missing.
+        store.Store(root).set_aside_damaged_results(f"{store.study_command(root)} computes it again")
         self.config = config
         self.runs = {}  # (seed, rewind) -> store.Run: the study's seeds, then other stored seeds
         self.seeds = {}  # rewind -> every seed with a stored run of the study's config
@@ -64,9 +67,6 @@ def sizes(config: StudyConfig, col: Collector) -> dict:
 
 
 def collect(config: StudyConfig, root: Path) -> dict:
-    """The study's stored numbers; damaged analysis results are set aside first (one warning
-    each: `study` computes them again) and read as missing."""
-    store.Store(root).set_aside_damaged_results(f"{store.study_command(root)} computes it again")
     col = Collector(config, root)
     results = {"config": settings.to_flags(config), "sizes": sizes(config, col), "rewinds": {},
                "noise_seeds": {str(r): s for r, s in col.seeds.items()}}
