@@ -5,6 +5,13 @@ Kernels are grouped by op in lthfast/ops/kernels/<op>/: each extension is its en
 csrc/ (module.cpp, cuda_module.cpp) plus every op's cpu.cpp (or cuda.cu and
 cuda_binding.cpp) found there. The extensions are optional: if one cannot be compiled
 (no compiler, a broken toolchain), the package installs without it and runs on plain PyTorch.
+
+The extensions are built against the torch that is importable here, so install lthfast with
+`pip install --no-build-isolation` after torch (pyproject.toml says why). Each built extension
+gets a stamp beside it, `<extension file>.torch`, holding that torch's version: lthfast refuses
+an extension built for another torch (lthfast.ops.kernels.backends) and runs on plain PyTorch
+until it is rebuilt. LTHFAST_BUILD_EXT=0 installs lthfast without building anything
+(bench/gpu_setup.sh: bench/gpu_check.py's `build` section builds them once, timed).
 """
 import glob
 import os
@@ -13,19 +20,27 @@ import sys
 from setuptools import find_packages, setup
 
 ext_modules, cmdclass = [], {}
+STAMP = ".torch"  # beside each built extension: the torch version it was built against
 try:
+    if os.environ.get("LTHFAST_BUILD_EXT") == "0":  # asked for no extensions: skipped below, silently
+        raise ImportError("LTHFAST_BUILD_EXT=0")
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     class OptionalBuildExtension(BuildExtension):
-        """BuildExtension that warns instead of failing when compilation fails."""
+        """BuildExtension that warns instead of failing when compilation fails, and stamps each
+        extension it builds with torch's version (in the build folder and, in place, beside it)."""
 
         def run(self):
+            self.built = []
             try:
                 super().run()
             except Exception as exc:  # noqa: BLE001 - any compiler failure
                 print(f"WARNING: lthfast C++ extension not built ({exc}); "
                       "lthfast will run on plain PyTorch.", file=sys.stderr)
+            if self.inplace:  # --inplace and editable installs: the files were copied beside the sources
+                for name in self.built:
+                    self.stamp(self.get_ext_fullpath(name))
 
         def build_extension(self, ext):
             try:
@@ -33,6 +48,15 @@ try:
             except Exception as exc:  # noqa: BLE001
                 print(f"WARNING: lthfast C++ extension {ext.name} not built ({exc}); "
                       "lthfast will run on plain PyTorch.", file=sys.stderr)
+                return
+            self.built.append(ext.name)
+            self.stamp(self.get_ext_fullpath(ext.name))
+
+        @staticmethod
+        def stamp(path):
+            if os.path.exists(path):
+                with open(path + STAMP, "w") as file:
+                    file.write(torch.__version__ + "\n")
 
     def op_sources(*patterns):
         """Sources of every op folder matching `patterns`, sorted: a stable build order.
@@ -65,8 +89,10 @@ try:
         ))
     cmdclass = {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
 except ImportError as exc:
-    print(f"WARNING: torch is not importable at build time ({exc}); "
-          "lthfast's C++ extension is skipped.", file=sys.stderr)
+    if os.environ.get("LTHFAST_BUILD_EXT") != "0":
+        print(f"WARNING: torch is not importable at build time ({exc}); lthfast's C++ extension is "
+              "skipped. With torch installed, install lthfast with pip's --no-build-isolation to build it.",
+              file=sys.stderr)
 
 setup(
     packages=find_packages(include=["lthfast", "lthfast.*"]),

@@ -4,11 +4,23 @@ measured in one run, one JSON file, a hard time budget (default 450 s, under 8 m
     python bench/gpu_check.py [--out bench/results/gpu_check.json] [--budget 450]
                               [--sections build,pytest,...] [--dry-run]
 
+On a bare GPU machine with no network (Python, torch 2.11 to 2.14, nothing else assumed), one
+command sets up and runs it within 8 minutes, from wheels prepared here with
+`bash bench/gpu_wheels.sh` and carried along (.wheels/cp312):
+
+    bash bench/gpu_setup.sh [these arguments]
+
+It installs the missing dependencies and lthfast (keeping the machine's torch), builds
+nothing (the `build` section below does, once), and shortens --budget by its own time.
+
 Sections, in this order (each wrapped: a failure is recorded with its error and the next
 section runs; the JSON is rewritten after each, so even a kill leaves what was measured;
 a section the budget cannot afford is recorded as skipped). Every figure names the device.
-  environment        device, GPU memory, torch / CUDA / cuDNN / Triton versions, nvcc
-  build              the CUDA extension: LTHFAST_BUILD_CUDA=1 python setup.py build_ext --inplace
+  environment        device, GPU memory, torch / CUDA / cuDNN / Triton versions, nvcc, the versions
+                     of lthfast's dependencies, gpu_setup.sh's time (setup_seconds) if it ran
+  build              the C++ and CUDA extensions, the only build of a gpu_setup.sh run:
+                     LTHFAST_BUILD_CUDA=1 python setup.py build_ext --inplace (against this torch;
+                     setup.py stamps each with its version, and lthfast refuses one built for another)
   pytest             started in the background: tests/test_op_cuda_sources.py on the device
                      (its nvcc compile-only tests left out: `build` compiled those sources),
                      the Triton tests of tests/test_op_*.py, and tests/test_stack.py (whose
@@ -17,6 +29,8 @@ a section the budget cannot afford is recorded as skipped). Every figure names t
   stack_equivalence  3 trainings stacked (loop, grouped, streams) vs trained alone, on the device
   smoke_study        one epoch of the smoke study on the GPU (python -m lthfast study --preset smoke)
   pytest (result)    waited for here, before anything is timed
+  step_overhead      bench/step_overhead.py: the trainer's step against the bare step, host overhead
+                     by phase, synchronizations a step (torch.cuda.set_sync_debug_mode), stacks of 1, 4, 16
   kernels            bench/masked_sgd.py and bench/magnitude_prune.py (each kernel against its
                      torch baseline), and one per-member-lr masked_sgd_ over 21 ResNet-20s against
                      21 calls
@@ -28,6 +42,8 @@ a section the budget cannot afford is recorded as skipped). Every figure names t
   compiled           graph mode (per-member CUDA graphs) and its equivalence to separate runs; loop
                      compiled with inductor; grouped compiled with mode reduce-overhead (one CUDA
                      graph for the whole stack), fp32 then bf16, K = 1, 8, 21, 32, as the budget allows
+  compile_step       bench/compile_step.py: torch.compile of the trainer's step against eager, ResNet-20
+                     and VGG-16 at batch 128 (what engines.COMPILED_BY_DEFAULT is decided from)
 --sections runs only the named ones (e.g. a second run for `compiled` alone).
 --dry-run: every section's plumbing on the CPU with tiny sizes, in under a minute: no build
 (the command is recorded), pytest only collects, CUDA-only modes recorded as their expected
@@ -52,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # lthfast from this checkout; the bench scripts
 
 SECTIONS = ("environment", "build", "pytest", "op_checks", "stack_equivalence", "smoke_study", "pytest_result",
-            "kernels", "stack_throughput", "interpolation", "compiled")
+            "step_overhead", "kernels", "stack_throughput", "interpolation", "compiled", "compile_step")
 FULL = dict(model="resnet20", width=None, batch=128, ks=(1, 8, 21, 32), steps=10, repeats=3, sgd_models="resnet20,vgg16",
             points=21, images=10_000, bn_batches=8, check_images=500, op_size=1_000_003, members=21)
 DRY = dict(model="resnet8", width=8, batch=8, ks=(1, 2), steps=1, repeats=1, sgd_models="resnet8", points=3,
@@ -130,6 +146,17 @@ def environment(check: Check) -> dict:
 
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0],
             "nvcc": shutil.which("nvcc"), "cuda_home": CUDA_HOME, "cpu_count": os.cpu_count()}
+    if os.environ.get("LTHFAST_SETUP_SECONDS"):  # set by bench/gpu_setup.sh
+        info["setup_seconds"] = float(os.environ["LTHFAST_SETUP_SECONDS"])
+    from importlib.metadata import PackageNotFoundError, version
+    packages = {}
+    for name in ("torchvision", "numpy", "scipy", "matplotlib", "pillow", "fire", "tqdm", "filelock", "pybind11",
+                 "ninja", "pytest", "ray"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    info["packages"] = packages
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=props.total_memory / 2**30, capability=f"{props.major}.{props.minor}",
@@ -201,6 +228,7 @@ def pytest_result(check: Check) -> dict:
 
 
 from gpu_check_parts import (  # noqa: E402
+    compile_step,
     compiled,
     interpolation,
     kernels,
@@ -208,14 +236,16 @@ from gpu_check_parts import (  # noqa: E402
     smoke_study,
     stack_equivalence,
     stack_throughput,
+    step_overhead,
 )
 
 NEEDS = {"environment": 1, "build": 60, "pytest": 1, "op_checks": 15, "stack_equivalence": 20, "smoke_study": 90,
-         "pytest_result": 5, "kernels": 20, "stack_throughput": 40, "interpolation": 20, "compiled": 60}
+         "pytest_result": 5, "step_overhead": 40, "kernels": 20, "stack_throughput": 40, "interpolation": 20,
+         "compiled": 60, "compile_step": 90}
 FUNCTIONS = {"environment": environment, "build": build, "pytest": pytest_start, "op_checks": op_checks,
              "stack_equivalence": stack_equivalence, "smoke_study": smoke_study, "pytest_result": pytest_result,
              "kernels": kernels, "stack_throughput": stack_throughput, "interpolation": interpolation,
-             "compiled": compiled}
+             "compiled": compiled, "step_overhead": step_overhead, "compile_step": compile_step}
 
 
 def main(argv=None) -> int:

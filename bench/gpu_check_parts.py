@@ -276,3 +276,21 @@ def compiled(check) -> dict:
     return {"graph_equivalence": equivalence, "results": results,
             "inductor_counters": {k: dict(v) for k, v in counters.items() if k in ("inductor", "stats")}}
 
+
+
+def step_overhead(check) -> dict:
+    """bench/step_overhead.py: the trainer's step against the bare step (host overhead by
+    phase, synchronizations counted by torch.cuda.set_sync_debug_mode), stacks of K."""
+    import step_overhead as bench
+    specs = "resnet20:128,resnet8:32:8" if not check.dry_run else "resnet8:8:8"
+    ks = "1,4,16" if not check.dry_run else "1,2"
+    return bench.run(specs, ks, check.p["repeats"], check.device)
+
+
+def compile_step(check) -> dict:
+    """bench/compile_step.py: torch.compile of the training step against eager, ResNet-20 and
+    VGG-16 at batch 128 (the dry run: the tiny model through dynamo's eager backend)."""
+    import compile_step as bench
+    if check.dry_run:
+        return bench.run("resnet8", 8, 1, 1, check.device, compile="eager")
+    return bench.run("resnet20,vgg16", 128, check.p["repeats"], 2, check.device)

@@ -2,11 +2,15 @@
 trial, then run to the end, must store bit-identical numbers and weights to an
 uninterrupted run. Not part of the suite (minutes); run by hand:
 
-    python tests/kill_campaign.py --trials 10 [--workers 2 --stack-mode loop] [--seed 0]
+    python tests/kill_campaign.py --trials 10 [--stack-mode auto|loop|grouped] [--workers 2] [--seed 0]
+    python tests/kill_campaign.py --stack-mode grouped --trials 20
 
-Prints one line a trial and the count of identical ones. With `--stack-mode auto` the
-smoke model trains in grouped stacks on the CPU, where a kill between two members' saves
-can change the last bits (lthfast/training/stack.py); `--stack-mode loop` is bit-identical.
+Prints one line a trial and the count of identical ones. In one process every stack mode
+resumes bit-identically: loop because a member's numbers are its own, grouped (what auto
+picks for the smoke model on the CPU) because a grouped stack's joint saves and its levels'
+records each commit as one, so that no kill changes which networks step together
+(lthfast/store/level.py, "Group commits"; tests/test_group_commit.py aims at both windows).
+With --workers > 1 only loop is: which trainings share a stack then depends on timing.
 """
 import argparse
 import hashlib
@@ -56,8 +60,9 @@ def main():
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stack-mode", default="auto", help="with --workers > 1 only loop is bit-identical: "
-                        "which trainings share a stack then depends on timing, and grouped rounding on the stack")
+    parser.add_argument("--stack-mode", default="auto", choices=("auto", "loop", "grouped"),
+                        help="with --workers > 1 only loop is bit-identical: which trainings share a stack then "
+                        "depends on timing, and grouped rounding on the stack")
     args = parser.parse_args()
     extra = (["--workers", str(args.workers)] if args.workers > 1 else []) + ["--stack-mode", args.stack_mode]
     rng = random.Random(args.seed)

@@ -3,8 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
+import lthfast.data.dataset as dataset_module
 from lthfast.data.cifar10 import CIFAR10_CLASSES
-from lthfast.data.dataset import EpochPlan, augment, balanced_subset, normalize
+from lthfast.data.dataset import Dataset, EpochPlan, augment, balanced_subset, normalize
 from lthfast.data.loading import load_dataset
 from lthfast.data.synthetic import synthetic
 from lthfast.foundations.errors import LthError
@@ -35,6 +36,32 @@ def test_epoch_plan_is_a_function_of_seed_and_epoch():
     assert not torch.equal(a.order, c.order)
     assert sorted(a.order.tolist()) == list(range(100))
     assert a.num_batches == 4  # the last batch is partial: every image is seen
+
+
+@pytest.mark.parametrize("n,batch", [(1, 1), (1, 32), (77, 32), (130, 128), (257, 5)])
+@pytest.mark.parametrize("augment_data", [True, False])
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("float_table", [True, False])
+def test_fast_batches_equal_the_reference_bit_for_bit(n, batch, augment_data, channels_last, float_table,
+                                                      monkeypatch):
+    """EpochPlan.batch (one gather from the padded channel-last images) against batch_reference
+    (pad, crop and flip by indexing, then normalize): same bits, same layout, every batch of the
+    epoch, partial last batch included; odd image sizes and statistics too; from a normalized
+    (float) table and from a uint8 one (a set above FLOAT_TABLE_BYTES)."""
+    if not float_table:
+        monkeypatch.setattr(dataset_module, "FLOAT_TABLE_BYTES", 0)
+    g = torch.Generator().manual_seed(n)
+    size = (13, 9) if n == 257 else (32, 32)
+    data = Dataset(torch.randint(0, 256, (n, 3) + size, generator=g, dtype=torch.uint8),
+                   torch.randint(0, 10, (n,), generator=g), torch.zeros(0, 3, *size, dtype=torch.uint8),
+                   torch.zeros(0, dtype=torch.long), mean=(0.1, 0.7, 0.33), std=(0.3, 0.21, 0.9))
+    plan = EpochPlan(n, batch, 7, 2, "cpu", augment_data)
+    for index in range(plan.num_batches):
+        (x, y), (x_ref, y_ref) = plan.batch(data, index, channels_last), plan.batch_reference(data, index,
+                                                                                                channels_last)
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref) and x.stride() == x_ref.stride()
+    assert dataset_module.gather_table(data)[1] == (float_table and n > 0)
+    assert EpochPlan(0, batch, 7, 2, "cpu", augment_data).num_batches == 0
 
 
 def test_normalize_and_channels_last():

@@ -189,12 +189,13 @@ def test_member_lr_rejects_bad_rates(lr, message, backend):
 
 @pytest.mark.parametrize("backend", ["torch", *FAST])
 @pytest.mark.parametrize("member_lr", [None, torch.tensor([0.1, 0.0, 0.2])])
-def test_masked_sgd_passes_opcheck(backend, member_lr):
+@pytest.mark.parametrize("lr_checked", [False, True])
+def test_masked_sgd_passes_opcheck(backend, member_lr, lr_checked):
     """Schema (mutates params and momentum_buf only), fake tensor and AOT dispatch of
     torch.ops.lthfast.masked_sgd_, with one lr and with one per member."""
     p, grad, buf, mask = sgd_inputs(3 * 13, torch.float32, seed=2)
     torch.library.opcheck(torch.ops.lthfast.masked_sgd_.default,
-                          (p, grad, buf, mask, 0.1, member_lr, 0.9, 5e-4, True, backend))
+                          (p, grad, buf, mask, 0.1, member_lr, 0.9, 5e-4, True, backend, lr_checked))
 
 
 @pytest.mark.skipif(cpp_ops() is None, reason="C++ extension not built")

@@ -271,3 +271,24 @@ def test_presets_cover_the_study_and_flags_override_them():
     assert sharpness == ["seed0/R40/sharpness imp:0", "seed0/R40/sharpness imp:2"]  # first and last level
     with pytest.raises(LthError, match="--sharpness-images"):  # the flag as typed
         preset_config("cpu", sharpness_images=0)
+
+
+def test_wall_estimate_replays_the_schedulers_batches_on_the_slots():
+    """Known answers: two independent chains a -> b (10 s, 20 s) and c -> d (30 s, 5 s), and an
+    analysis e (7 s) after b and d. One slot: everything in turn (72 s). Two slots: trainings
+    a and c start in one stack each (scheduler.batches spreads them over the slots): c ends at
+    30, a at 10, b runs 10..30, d 30..35, e 35..42."""
+    from lthfast.study.dryrun import wall_seconds
+    from lthfast.study.executors import Execution
+    from lthfast.study.plan import Job
+
+    def job(key, kind, cost, deps=()):
+        return Job(key, kind, list(deps), cost, lambda: False, lambda: None)
+
+    jobs = [job("a", "train", 10), job("c", "train", 30), job("b", "train", 20, ["a"]), job("d", "train", 5, ["c"]),
+            job("e", "interpolate", 7, ["b", "d"])]
+    assert wall_seconds(None, jobs, Execution(workers=1, stack=1)) == pytest.approx(72)
+    assert wall_seconds(None, jobs, Execution(workers=2, stack=1)) == pytest.approx(42)
+    # a stack of both first trainings on one slot costs their sum (loop), then b and d together
+    assert wall_seconds(None, jobs, Execution(workers=1, stack=2)) == pytest.approx(72)
+    assert wall_seconds(None, jobs, Execution(workers=1, stack=2, executor="ray")) is None

@@ -10,7 +10,7 @@ from lthfast.store.layout import Store
 from lthfast.study import resources
 from lthfast.study.calibration import Calibration
 from lthfast.study.dryrun import plan_text
-from lthfast.study.executors import Execution
+from lthfast.study.executors import Execution, job_threads
 from lthfast.study.plan import Study
 from lthfast.study.presets import PRESETS, preset_config
 from lthfast.study.scheduler import execute
@@ -52,7 +52,7 @@ def study(preset: str = "cpu", root: str | None = None, dry_run: bool = False, r
     if execution.executor == "ray" and not dry_run:
         resources.connect_ray(execution)  # a cluster that does not answer, or lacks what a job asks: one line, now
     root = Store(root).root
-    plan_study = Study(config, root, Calibration.load_or_measure(config), progress=progress)
+    plan_study = Study(config, root, Calibration.load_or_measure(config, job_threads(execution)), progress=progress)
     jobs = plan_study.plan()
     if dry_run:
         print(plan_text(plan_study, jobs, execution))

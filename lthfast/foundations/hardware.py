@@ -41,6 +41,16 @@ def channels_last(width: int, device: torch.device, setting: bool | None = None)
     return bool(setting)
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device` without making the host wait for the GPU: through pinned
+    memory, asynchronously, on CUDA (a copy from pageable memory synchronizes); `t` itself
+    on the CPU. tests/test_step_sync.py checks that a training step needs no other transfer."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t if t.device == device else t.to(device)
+
+
 def device_name(device: torch.device) -> str:
     """A readable name of `device`: the GPU's, or the CPU model and torch's thread count."""
     if device.type == "cuda":

@@ -34,7 +34,7 @@ from lthfast.pruning import masks as pruning
 from lthfast.pruning import strategies
 from lthfast.pruning.strategies import StartContext
 from lthfast.store.layout import COPIES, Run, Store
-from lthfast.store.level import Level, readable
+from lthfast.store.level import Level, commit_records, readable
 from lthfast.training.evaluation import evaluate_weights
 from lthfast.training.network import build_model, cpu_copies
 from lthfast.training.stack import TrainJob, train_stack
@@ -170,14 +170,19 @@ class ImpRun:
     def finish(self, prepared: "Prepared", metrics: dict) -> None:
         """level.json and the index line of a trained level (level 0: its dense mask too); an
         instability copy is the trainer's files alone."""
+        record_together([(prepared, metrics)])
+
+    def record(self, prepared: "Prepared", metrics: dict) -> dict | None:
+        """The level.json of a trained level, not written yet (level 0's dense mask is); None for
+        an instability copy, which is the trainer's files alone."""
         if prepared.strategy == COPIES:
-            return
+            return None
         mask = prepared.mask
         if prepared.level == 0:
             mask = pruning.dense_mask(load_checkpoint(prepared.files.final), self.dense_names)
             atomic_torch_save(pruning.pack(mask), prepared.files.mask)
-        self._finish_level(prepared.files, prepared.strategy, prepared.level, mask, metrics, prepared.baseline,
-                           prepared.timer)
+        return self._record(prepared.files, prepared.strategy, prepared.level, mask, metrics, prepared.baseline,
+                            prepared.timer)
 
     def share_dense(self, prepared: "Prepared") -> bool:
         """At R = 0, take the dense network of `dense_from` instead of training it again, if
@@ -243,7 +248,7 @@ class ImpRun:
         return evaluate_weights(self.config.train, weights, self.data, {s: self.eval_sets[s] for s in splits},
                                 self.config.bn_batches, recompute_bn)
 
-    def _finish_level(self, files: Level, strategy, level, mask, metrics, baseline, timer=None):
+    def _record(self, files: Level, strategy, level, mask, metrics, baseline, timer=None) -> dict:
         timer = timer or _PhaseTimer()
         with timer("final_eval"):
             # The trainer measured test accuracy on the whole test set; add the clean train loss.
@@ -269,8 +274,7 @@ class ImpRun:
         # Timings cover everything but writing level.json and the index line (about a millisecond).
         record["overhead_seconds"] = sum(timer.seconds.values())
         record["overhead_breakdown"] = dict(timer.seconds)
-        atomic_write_json(record, files.record)
-        self.store.append_index(record)
+        return record
 
     def _finished(self, files: Level) -> bool:
         """Whether the level is done (damaged files are moved aside first, to be computed
@@ -314,11 +318,23 @@ class Prepared:
     job: TrainJob
 
 
-def train_together(levels: list[tuple], stack: int, mode: str = "auto", compile: bool | str = False) -> None:
+def record_together(trained: list[tuple["Prepared", dict]]) -> None:
+    """Record trained levels (Prepared, metrics) as one (lthfast.store.level.commit_records): a
+    kill while they are recorded leaves all of them finished or none, so that the scheduler
+    forms the same next stacks whenever it came (a level recorded alone would free its
+    children to train in other stacks than an uninterrupted run forms); then their index lines."""
+    records = [(p, record) for p, metrics in trained if (record := p.run.record(p, metrics)) is not None]
+    if records:
+        commit_records([(p.files, record) for p, record in records])
+    for p, record in records:
+        p.run.store.append_index(record)
+
+
+def train_together(levels: list[tuple], stack: int, mode: str = "auto", compile: bool | str = "auto") -> None:
     """Train the levels (ImpRun, strategy, level, density), whose parents are finished, in
     stacks of at most `stack` trainings (lthfast.training.stack; across strategies, chains and seeds
-    of one dataset and recipe), then record each level. A level another process finishes
-    first, or that is finished already, is skipped."""
+    of one dataset and recipe), then record each stack's levels as one (record_together). A
+    level another process finishes first, or that is finished already, is skipped."""
     prepared = [p for run, strategy, level, density in levels if (p := run.prepare(strategy, level, density))]
     # Members at the same place in their epochs share full batches (grouped mode runs those steps as one).
     prepared.sort(key=lambda p: (p.job.start_iteration, str(p.files.folder)))
@@ -331,5 +347,4 @@ def train_together(levels: list[tuple], stack: int, mode: str = "auto", compile:
                 chunk[index].run.on_iteration(iteration)
         metrics = train_stack([p.job for p in chunk], first.data, mode=mode if len(chunk) > 1 else "loop",
                               compile=compile, progress=first.progress, on_iteration=hook)
-        for p, m in zip(chunk, metrics):
-            p.run.finish(p, m)
+        record_together(list(zip(chunk, metrics)))

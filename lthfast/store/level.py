@@ -5,6 +5,14 @@ same for any JSON file lthfast writes and reads back (tests/test_damaged_results
 
   A level folder: checkpoint.pt, rewind.pt, final.pt, metrics.json (the trainer's), then
   mask.pt, baseline.pt, baseline.json and, last, level.json (IMP's: the level is finished).
+
+Group commits: files that several folders write as one (a grouped stack's joint checkpoints,
+lthfast.training.member.save_together; a stack's level records, commit_records) are first
+written beside their place as side files (checkpoint.pt.next, level.json.next) that carry the
+group's commit token (commit_token); the last side file written is the commit point. A side
+file takes its place only once every folder of its group holds that commit, so a kill at any
+moment leaves each group either wholly committed or wholly as it was before
+(tests/test_group_commit.py).
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lthfast.foundations.files import load_checkpoint, read_json
+from lthfast.foundations.files import atomic_write_json, load_checkpoint, read_json
 from lthfast.foundations.hashing import digest
 from lthfast.pruning import masks as pruning
 
@@ -97,6 +105,7 @@ class Level:
         folder: the trainer's files only); rewind: the level must hold rewind.pt."""
         self.folder = Path(folder)
         self.checkpoint = self.folder / "checkpoint.pt"
+        self.checkpoint_next = self.folder / "checkpoint.pt.next"  # a grouped stack's save until it commits
         self.rewind = self.folder / "rewind.pt"
         self.final = self.folder / "final.pt"
         self.metrics = self.folder / "metrics.json"
@@ -104,6 +113,7 @@ class Level:
         self.baseline = self.folder / "baseline.pt"
         self.baseline_eval = self.folder / "baseline.json"
         self.record = self.folder / "level.json"
+        self.record_next = self.folder / "level.json.next"  # a stack's record until all its levels' are written
         # What a finished level holds besides the trainer's final.pt and metrics.json.
         self.needs = ([] if kind == "train" else [self.mask, self.record]) \
             + ([self.baseline, self.baseline_eval] if kind == "pruned" else []) + ([self.rewind] if rewind else [])
@@ -113,7 +123,25 @@ class Level:
         return readable(self.final) and readable(self.metrics) and read_json(self.metrics).get("finished", False)
 
     def finished(self) -> bool:
+        self._promote_record()
         return self.trained() and all(readable(p) for p in self.needs)
+
+    def _promote_record(self) -> None:
+        """level.json.next becomes level.json once its group is committed (commit_records): every
+        level of the stack is finished, or none is, whenever a kill came."""
+        if not self.record_next.exists():
+            return
+        if readable(self.record):  # promoted, but a kill came before the side file was removed
+            self.record_next.unlink(missing_ok=True)
+            return
+        side = _side_record(self.record_next)
+        if side is None:
+            return
+        token = side["commit"]
+        if all(readable(level.record) or _record_commit(level.record_next) == token["id"]
+               for level in group_of(self.folder, token)):
+            atomic_write_json(side["record"], self.record)
+            self.record_next.unlink(missing_ok=True)
 
     def read_record(self) -> dict:
         return read_json(self.record)
@@ -133,6 +161,50 @@ class Level:
             # Only a training writes the rewind point: train again from the start.
             moved += [set_aside(p) for p in (self.final, self.metrics, self.checkpoint) if p.exists()]
         return moved
+
+
+def commit_token(own: Path, folders: list[Path], **facts) -> dict:
+    """What each side file of one group commit carries: an id, the same in every one of them
+    (the group's folders and `facts`, e.g. each member's iteration), and the group's folders
+    relative to `own` (a store moved as a whole still finds them)."""
+    absolute = [str(Path(f).resolve()) for f in folders]
+    return {"id": digest([absolute, facts], 16),
+            "folders": [os.path.relpath(f, Path(own).resolve()) for f in absolute]}
+
+
+def group_of(own: Path, token: dict) -> list[Level]:
+    """The folders of the group whose commit token `own` holds."""
+    return [Level(Path(own) / relative) for relative in token["folders"]]
+
+
+def commit_records(records: list[tuple[Level, dict]]) -> None:
+    """Write the level.json of several levels (a stack's, lthfast.imp.driver.train_together) as
+    one: each first to level.json.next with the group's token; once the last is written every
+    level is finished (Level.finished promotes a committed side file), and each is promoted."""
+    if len(records) == 1:
+        level, record = records[0]
+        atomic_write_json(record, level.record)
+        return
+    folders = [level.folder for level, _ in records]
+    for level, record in records:
+        atomic_write_json({"record": record, "commit": commit_token(level.folder, folders)}, level.record_next)
+    for level, record in records:  # the commit point is behind: the rest is what any reader would do
+        atomic_write_json(record, level.record)
+        level.record_next.unlink(missing_ok=True)
+
+
+def _side_record(path: Path) -> dict | None:
+    """A level.json.next's {"record", "commit"}, or None (absent, or promoted meanwhile)."""
+    try:
+        side = json.loads(path.read_bytes())
+        return side if isinstance(side.get("record"), dict) and isinstance(side["commit"]["id"], str) else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def _record_commit(path: Path) -> str | None:
+    side = _side_record(path)
+    return side and side["commit"]["id"]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """Calibration: measured seconds per training step, per evaluated image and per
 Hessian-vector-product image of a study's model on its device, from which the study's
-plan estimates its cost.
+plan estimates its cost. The training step is the trainer's own (lthfast.training.stack's
+step loop: the member's batch pipeline, the engine, the flat masked SGD, in the run's
+precision and layout), timed at the thread count each of the study's jobs runs with
+(a local CPU worker's share of the cores).
 
 Measured once per device, model and recipe and kept in the cache folder
 (~/.cache/lthfast/calibration), so that a finished study or a --dry-run starts at once.
@@ -11,23 +14,33 @@ entry (torn, emptied, not a calibration) is set aside, with a warning, and measu
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
+import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 
 from lthfast.data.dataset import default_cache_dir
+from lthfast.data.synthetic import synthetic
 from lthfast.foundations.files import atomic_write_json
 from lthfast.foundations.hardware import device_name, resolve_device
 from lthfast.foundations.hashing import digest
+from lthfast.landscape.hessian import hessian_vector_product, model_loss
+from lthfast.models.families import create_model
 from lthfast.store.level import read_checked, set_aside_damaged
 from lthfast.training.evaluation import autocast
+from lthfast.training.member import TrainJob
 from lthfast.training.network import build_model, use_channels_last
+from lthfast.training.stack import open_stack
 
 WARMUPS, REPEATS = 2, 7
+HVP_CHUNK = 512  # images per chunk of the sharpness analysis's products (lthfast.landscape.sharpness)
 BUSY_SPREAD = 0.5  # (slowest - fastest) / median above this: something else was running
 BUSY_SHARE = 0.25  # other processes using a quarter of the cores slow a 2-thread step several-fold
 
@@ -43,19 +56,23 @@ class Calibration:
     measured: str
 
     @classmethod
-    def load_or_measure(cls, config) -> "Calibration":
-        """The cached calibration of (device, model, recipe) of a StudyConfig, or a new one."""
+    def load_or_measure(cls, config, threads: int | None = None) -> "Calibration":
+        """The cached calibration of (device, model, recipe, threads) of a StudyConfig, or a new
+        one; threads: the CPU threads each job runs with (default: this process's)."""
         device = resolve_device(config.train.device)
         train = config.imp_config(config.seeds[0], config.rewind_iter).train
+        threads = threads or torch.get_num_threads()
         key = {"device": device_name(device), "model": train.model, "width": train.width,
                "batch_size": train.batch_size, "precision": train.precision,
-               "channels_last": use_channels_last(train, device), "torch": torch.__version__,
-               "version": 2}  # 2: steps and forwards timed in the training's precision (1 timed fp32)
+               "channels_last": use_channels_last(train, device), "augment": train.augment,
+               "torch": torch.__version__, "threads": threads,
+               "hvp_images": max(1, min(config.sharpness.images, HVP_CHUNK)),
+               "version": 3}  # 3: the trainer's own step at the jobs' threads (2: torch SGD, this process's)
         path = _cache_folder() / (digest(key, 16) + ".json")
         stored = read_checked(path, "measured again now", _whole)
         if stored is not None:
             return cls(**stored["calibration"])
-        calibration = measure(train, device)
+        calibration = measure(train, device, threads, config.sharpness.images)
         if not calibration.busy:
             atomic_write_json({"key": key, "calibration": asdict(calibration)}, path)
         return calibration
@@ -108,32 +125,58 @@ def _own_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def measure(train, device: torch.device) -> Calibration:
-    """Time a training step, an evaluation forward and a Hessian-vector product of the model."""
+@contextmanager
+def _threads(threads: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _trainer_step(train, device: torch.device, folder: Path):
+    """One step of the trainer's own loop (a stack of one, loop mode) per call, on generated
+    images of the training's batch size, class count and augmentation; no epoch ends."""
+    steps = WARMUPS + REPEATS + 1
+    data = synthetic(num_train=train.batch_size * steps, num_test=1)
+    data = dataclasses.replace(data, train_y=data.train_y % train.num_classes, test_y=data.test_y % train.num_classes,
+                               num_classes=train.num_classes)
+    config = dataclasses.replace(train, device=str(device), rewind_iter=None, epochs=1)
+    return open_stack([TrainJob(config, folder / "calibration")], [0], data, "loop")._step
+
+
+def measure(train, device: torch.device, threads: int | None = None, hvp_images: int = HVP_CHUNK) -> Calibration:
+    """Time the trainer's step, an evaluation forward and a Hessian-vector product of the model
+    (as the sharpness analysis makes it, on min(hvp_images, HVP_CHUNK) images), with `threads`
+    CPU threads (default: this process's)."""
+    with _threads(threads or torch.get_num_threads()), tempfile.TemporaryDirectory() as folder:
+        return _measure(train, device, Path(folder), max(1, min(hvp_images, HVP_CHUNK)))
+
+
+def _measure(train, device: torch.device, folder: Path, hvp_images: int) -> Calibration:
     start_wall, start_all, start_own = time.monotonic(), _busy_cpu_seconds(), _own_cpu_seconds()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    step = _trainer_step(train, device, folder)
     model = build_model(train, device)
     x = torch.randn(train.batch_size, 3, 32, 32, device=device)
     if use_channels_last(train, device):
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (train.batch_size,), device=device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-
-    def step():  # in the training's precision, as the trainer runs it
-        optimizer.zero_grad()
-        with autocast(train.precision, device):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
 
     def forward():  # evaluations run in the same precision
         with torch.no_grad(), autocast(train.precision, device):
             model(x)
 
-    def hvp():  # sharpness runs in fp32
-        params = [p for p in model.parameters() if p.dim() > 1]
-        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params, create_graph=True)
-        torch.autograd.grad(sum((g * g.detach()).sum() for g in grads), params)
+    # the sharpness analysis's own product: fp32, stored BatchNorm statistics, one chunk of its sample
+    hvp_model = create_model(train.model, train.width, seed=0, num_classes=train.num_classes).to(device)
+    hx = torch.randn(hvp_images, 3, 32, 32, device=device)
+    hy = torch.randint(0, train.num_classes, (hvp_images,), device=device)
+    params = {n: p.detach() for n, p in hvp_model.named_parameters() if p.dim() > 1}
+    losses, direction = model_loss(hvp_model, list(params), hx, hy, HVP_CHUNK), \
+        {n: torch.randn_like(p) for n, p in params.items()}
+
+    def hvp():
+        hessian_vector_product(losses, params, direction)
 
     (step_s, step_spread), (forward_s, forward_spread), (hvp_s, hvp_spread) = \
         _seconds(step, device), _seconds(forward, device), _seconds(hvp, device)
@@ -154,5 +197,5 @@ def measure(train, device: torch.device) -> Calibration:
     if reasons:
         warnings.warn(f"the machine looked busy while calibrating ({' and '.join(reasons)}): cost estimates may be "
                       "too high; this calibration is not kept")
-    return Calibration(step_s, forward_s / train.batch_size, hvp_s / train.batch_size, spread, device_name(device),
+    return Calibration(step_s, forward_s / train.batch_size, hvp_s / hvp_images, spread, device_name(device),
                        bool(reasons), time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -15,6 +15,7 @@ from lthfast.foundations.hardware import resolve_device
 from lthfast.study.calibration import Calibration
 from lthfast.study.executors import Execution, stack_size
 from lthfast.study.plan import Job, Study, duration
+from lthfast.study.scheduler import batches, resolve_stacking
 from lthfast.training.auto import stack_seconds
 
 
@@ -48,8 +49,15 @@ def plan_text(study: Study, jobs: list[Job], execution: Execution) -> str:
                   "on this device, one network at a time"]
     lines += [f"  {kind:12s} {count:5d} jobs  ~{duration(cost)}" for kind, (count, cost) in kinds.items()]
     trainings = [j for j in pending if j.kind == "train"]
+    stacking = 1.0
     if trainings and cal:
-        lines += [""] + _stacking_text(study, jobs, trainings, stack_size(study, execution), execution.stack_mode)
+        resolved = resolve_stacking(stack_size(study, execution), execution.stack_mode, execution.workers)
+        text, stacking = _stacking_text(study, jobs, trainings, resolved.size, resolved.mode)
+        lines += [""] + text
+    wall = wall_seconds(study, jobs, execution, stacking)
+    if cal and wall is not None:
+        lines += ["", f"estimated wall time with {execution.workers} worker(s): {duration(wall)} (the scheduler's "
+                      f"batches replayed on {execution.workers} slot(s) with the costs above)"]
     if cal:
         lines.append(_calibration_line(cal))
     return "\n".join(lines)
@@ -63,9 +71,11 @@ def _calibration_line(cal: Calibration) -> str:
             f"({cal.spread['hvp']:.0%}){'; MEASURED WHILE BUSY' if cal.busy else ''})")
 
 
-def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: int, mode: str) -> list[str]:
+def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: int,
+                   mode: str) -> tuple[list[str], float]:
     """Trainings per wave in stacks of at most `stack`, in network-epochs and device-hours
-    before (one at a time) and after stacking (the stack's measured step time)."""
+    before (one at a time) and after stacking (the stack's measured step time); and the
+    ratio after / before (1 for loop, which steps each network as a single run does)."""
     c, cal = study.config, study.calibration
     per_epoch = math.ceil((c.train.train_subset or 50_000) / c.train.batch_size)
     wave_of = waves(jobs)
@@ -73,12 +83,17 @@ def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: i
     for job in trainings:
         by_wave.setdefault(wave_of[job.key], []).append(job)
     k = min(stack, max(len(w) for w in by_wave.values()))
-    mode, stacked = stack_seconds(c.imp_config(c.seeds[0], c.rewind_iter).train, k, resolve_device(c.train.device), mode)
+    if mode == "loop":  # each network stepped as alone: a loop stack costs its members' sum (bench/step_overhead.py)
+        stacked = k * cal.train_step
+    else:
+        mode, stacked = stack_seconds(c.imp_config(c.seeds[0], c.rewind_iter).train, k, resolve_device(c.train.device),
+                                      mode)
     network_epochs = sum(j.steps for j in trainings) / per_epoch
     stacks = [w[i:i + k] for w in by_wave.values() for i in range(0, len(w), k)]
     stack_epochs = sum(max(j.steps for j in s) for s in stacks) / per_epoch
-    after = sum(max(j.steps for j in s) * stacked * len(s) / k for s in stacks)
     before = sum(j.steps for j in trainings) * cal.train_step
+    # loop: each member steps as alone and leaves at its own end; other modes: a stack runs its longest member
+    after = before if mode == "loop" else sum(max(j.steps for j in s) * stacked * len(s) / k for s in stacks)
     lines = [f"trainings: {len(trainings)} in {len(by_wave)} waves of independent ones; stacks of up to {stack} "
              f"(largest wave {max(len(w) for w in by_wave.values())}): {len(stacks)} stacks"]
     lines += [f"  wave {w:2d}: {len(ws):3d} trainings -> {math.ceil(len(ws) / k):3d} stacks"
@@ -88,4 +103,32 @@ def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: i
               f"  stacked:       {stack_epochs:,.1f} stack-epochs, {after / 3600:.2f} device-hours "
               f"({stacked * 1e3:.1f} ms a step of {k} networks, {mode}; a smaller last stack counted at the same "
               f"per-network cost): {before / max(after, 1e-9):.1f}x"]
-    return lines
+    return lines, (1.0 if mode == "loop" else after / max(before, 1e-9))
+
+
+def wall_seconds(study: Study, jobs: list[Job], execution: Execution, stacking: float = 1.0) -> float | None:
+    """The wall time of the jobs not done, on a local executor's slots: the scheduler's own
+    batching (scheduler.batches, in plan order, as jobs become ready) replayed on their
+    calibrated costs, a batch taking the sum of its jobs' costs (times `stacking` for a batch
+    of trainings: a loop stack costs its members' sum, bench/step_overhead.py); None on Ray,
+    whose slots are the cluster's."""
+    if execution.executor != "local":
+        return None
+    slots = execution.workers
+    size = resolve_stacking(stack_size(study, execution), execution.stack_mode, slots).size
+    by_key, order = {j.key: j for j in jobs}, [j.key for j in jobs]
+    pending = {j.key for j in jobs if not j.done()}
+    now, running = 0.0, []  # (end, keys) of the batches running
+    while pending:
+        taken = {k for _, keys in running for k in keys}
+        ready = [by_key[k] for k in order if k in pending and k not in taken
+                 and not any(d in pending for d in by_key[k].deps)]
+        for batch in batches(ready, slots - len(running), size, slots):
+            cost = sum(j.cost for j in batch) * (stacking if batch[0].kind == "train" else 1.0)
+            running.append((now + cost, [j.key for j in batch]))
+        if not running:
+            break
+        running.sort(key=lambda item: item[0])
+        now, keys = running.pop(0)
+        pending.difference_update(keys)
+    return now

@@ -74,6 +74,14 @@ class Stacking:
     mode: str
 
 
+def job_threads(execution: Execution) -> int:
+    """CPU threads each job runs with: a local CPU worker's share of the cores (LocalPool pins
+    them), else this process's; the calibration times a step at this count."""
+    if execution.executor == "local" and execution.workers > 1 and not torch.cuda.device_count():
+        return max(1, (os.cpu_count() or 1) // execution.workers)
+    return torch.get_num_threads()
+
+
 def stack_size(study: Study, execution: Execution) -> int:
     """--stack, or as many trainings as the device's free memory holds (computed); local CPU
     workers share the memory, each taking an equal part (lthfast.study.resources)."""
@@ -152,7 +160,7 @@ class LocalPool:
     """N worker processes on this machine: one per GPU, or CPU processes with the threads split."""
 
     def __init__(self, study: Study, execution: Execution):
-        self.study, self.slots = study, execution.workers
+        self.study, self.slots, self.execution = study, execution.workers, execution
         gpus = torch.cuda.device_count()
         if gpus and self.slots > gpus:  # the study command checks this and memory first (lthfast.study.resources)
             raise LthError(f"--workers {self.slots} is more than this machine's {gpus} GPUs (one worker a GPU); "
@@ -165,7 +173,7 @@ class LocalPool:
         gpus = torch.cuda.device_count()
         for i in range(self.slots):
             queue.put(i if gpus else None)
-        threads = max(1, (os.cpu_count() or 1) // self.slots) if not gpus else torch.get_num_threads()
+        threads = job_threads(self.execution) if not gpus else torch.get_num_threads()
         self.pool = ProcessPoolExecutor(self.slots, mp_context=context, initializer=_pin_worker,
                                         initargs=(queue, threads))
 

@@ -154,7 +154,7 @@ class Study:
             return readable(run.result_path("sublevel", ["run"], sublevel.settings_of(run, None, c.eps_margin)),
                             store.whole_result)
 
-        jobs.append(Job(f"{prefix}/sublevel", "sublevel", trainings, 1.0, sublevel_done,
+        jobs.append(Job(f"{prefix}/sublevel", "sublevel", trainings, registry.JOB_SECONDS, sublevel_done,
                         lambda: sublevel.table(self.analysis_run(seed, rewind), eps_margin=c.eps_margin),
                         f"{self.run_folder(seed, rewind).name}/sublevel", seed, rewind))
         return jobs

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from lthfast.data import registry as data_sets
+from lthfast.data.dataset import table_bytes
 from lthfast.foundations import hardware
 from lthfast.foundations.errors import LthError
 from lthfast.training.auto import training_bytes
@@ -59,9 +60,11 @@ def interpreter_bytes() -> int:
 
 
 def data_bytes(train) -> int:
-    """The data set a worker holds: its training images (or --train-subset) and test images."""
+    """The data set a worker holds: its training images (or --train-subset) and test images, and
+    the padded training images batches are gathered from (lthfast.data.dataset.gather_table)."""
     sizes = data_sets.get(train.data, train.data_dir).sizes or (50_000, 10_000)
-    return (min(train.train_subset or sizes[0], sizes[0]) + sizes[1]) * IMAGE_BYTES
+    train_images = min(train.train_subset or sizes[0], sizes[0])
+    return (train_images + sizes[1]) * IMAGE_BYTES + table_bytes(train_images)  # + the batches' gather table
 
 
 # ----------------------------------------------------------------------------- local checks

@@ -14,6 +14,9 @@ Invariants, each checked by a test:
 - a shared dense network runs alone, before the trainings that need it, so that no stack's
   make-up depends on when it finished
   (tests/test_executors.py::test_a_shared_dense_network_runs_alone_before_the_trainings_and_takes_no_wave);
+- a stack's levels are recorded as one (lthfast.imp.driver.record_together), so a kill while
+  they are recorded leaves all or none of them done and the next stacks are the same
+  (tests/test_group_commit.py::test_a_kill_between_a_stacks_records_forms_the_same_next_stacks);
 - stopping the driver (a signal) lets the running batches end and raises Interrupted; the
   same command then continues and ends with the same results
   (tests/test_study.py::test_a_study_stopped_in_the_middle_and_started_again_ends_the_same).

@@ -17,7 +17,8 @@ masked_sgd_ call, per-member lr) over the stack's [K, row] flat buffers.
            members by torch.compile(mode="reduce-overhead") and replayed as CUDA graphs
            (one recording per member): the launch overhead of a network gone, the compile
            time that of one network whatever K.
-compile: torch.compile each mode's forward (and so backward): True or "default" (inductor),
+compile: torch.compile each mode's forward (and so backward): "auto" (the default: compiled where
+bench/compile_step.py measured it faster, COMPILED_BY_DEFAULT), True or "default" (inductor),
 "reduce-overhead" (inductor and CUDA graphs; with grouped, one graph for the whole stack,
 compiled once per K), "max-autotune", or a dynamo backend name (e.g. "eager", to check the
 plumbing). Compiled forwards run on full batches only; a partial last batch runs eagerly
@@ -30,11 +31,14 @@ where an uninterrupted one of that mode does.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
 from lthfast.foundations.errors import LthError
+from lthfast.foundations.hardware import cpu_flags
 from lthfast.models.stacked import (
     member_parameters,
     share_batchnorm,
@@ -45,6 +49,14 @@ from lthfast.training.evaluation import autocast
 from lthfast.training.optim import StackedMaskedSGD
 
 MODES = ("auto", "loop", "grouped", "streams", "graph")
+# compile="auto" compiles a loop stack's step where bench/compile_step.py measured the compiled
+# trainer's step more than COMPILE_GAIN times as fast as eager, with its weights after 11 steps
+# within COMPILE_TOLERANCE (relative to the largest weight; the drift any reordering of sums
+# gives, as grouped's, lthfast.training.stack) of eager's. Measured (README, "Benchmarks"), by
+# (device kind, model, width, precision): on an Intel Xeon with AMX-BF16, 2 threads, torch
+# 2.14.1: ResNet-20 x1.15 (2.6e-3), compiled; VGG-16 x0.93 (9.3e-3), eager. Unmeasured: eager.
+COMPILE_GAIN, COMPILE_TOLERANCE = 1.10, 5e-2
+COMPILED_BY_DEFAULT = {("cpu-amx", "resnet20", 16, "bf16"): 1.15}
 CUDA_MODES = ("streams", "graph")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes (inductor)
 
@@ -55,6 +67,21 @@ def forward_loss(model, x: torch.Tensor, y: torch.Tensor, precision: str, device
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
     return loss, logits
+
+
+def device_kind(device: torch.device) -> str:
+    """What COMPILED_BY_DEFAULT tells devices apart by: cuda, cpu-amx (AMX-BF16) or cpu."""
+    if device.type == "cuda":
+        return "cuda"
+    return "cpu-amx" if "amx_bf16" in cpu_flags() else "cpu"
+
+
+def resolve_compile(compile: bool | str, model: str, width: int, precision: str, device: torch.device,
+                    mode: str) -> bool | str:
+    """`compile`, or for "auto" whether this loop stack's step compiles by default (COMPILED_BY_DEFAULT)."""
+    if compile != "auto":
+        return compile
+    return mode == "loop" and (device_kind(device), model, width, precision) in COMPILED_BY_DEFAULT
 
 
 def check_mode(mode: str, device: torch.device, compile: bool | str = False) -> None:
@@ -223,6 +250,8 @@ def _compiled(fn, compile: bool | str):
     """fn compiled as the `compile` setting says (module docstring), or fn itself."""
     if not compile:
         return fn
+    if not torch.cuda.is_available():  # inductor's C++ builder says at import that it found no CUDA: no news here
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if compile is True or compile in COMPILE_MODES:
         return torch.compile(fn, mode="default" if compile is True else compile, dynamic=False)
     return torch.compile(fn, backend=compile, dynamic=False)

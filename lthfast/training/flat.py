@@ -77,6 +77,7 @@ class FlatParameters:
                 p.data = view
                 # backward accumulates in place into an existing .grad: into the flat buffer.
                 p.grad = self.view(self.grads, n)
+        self._grads = [p.grad for _, p in named]
 
     def view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
         """Parameter `name`'s part of a flat buffer, shaped and strided like the parameter."""
@@ -101,9 +102,12 @@ class FlatParameters:
     def check_gradients(self) -> None:
         """Raise if a gradient no longer lives in the flat buffer: `model.zero_grad()` (which
         sets .grad to None), `p.grad = ...` or backward(create_graph=True) replace it, and the
-        flat update would then silently see zeros."""
-        for name, p in self._params:
-            offset, _ = self.slices[name]
-            if p.grad is None or p.grad.data_ptr() != self.grads[offset:].data_ptr():
+        flat update would then silently see zeros. Called every step: an identity check per
+        parameter (no tensor made), the addresses compared only when that fails."""
+        if all(p.grad is g for (_, p), g in zip(self._params, self._grads)):
+            return
+        for (name, p), g in zip(self._params, self._grads):
+            if p.grad is None or p.grad.data_ptr() != g.data_ptr():
                 raise RuntimeError(f"the gradient of {name} left the flat buffer; clear gradients with "
                                    "FlatParameters.zero_grad(), not model.zero_grad()")
+        self._grads = [p.grad for _, p in self._params]  # the same memory under new tensor objects

@@ -9,11 +9,13 @@ then the pruned weights and their momentum set to exactly zero.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
 from lthfast import ops
+from lthfast.foundations.hardware import to_device
 from lthfast.training.flat import FlatParameters
 
 # Rows of a stack start 64-byte aligned (16 float32), as a buffer of its own would: a member
@@ -78,10 +80,12 @@ class StackedMaskedSGD:
         lrs = tuple(float(lr) for lr in lrs)
         if len(lrs) != self.k:
             raise ValueError(f"need {self.k} learning rates, got {len(lrs)}")
+        if not all(math.isfinite(lr) and lr >= 0 for lr in lrs):  # checked here, on the host: the op need not
+            raise ValueError(f"learning rates must be finite and non-negative, got {lrs}")
         if all(lr == lrs[0] for lr in lrs):
             return lrs[0]
         if lrs != self._lr_values:
-            self._lr_tensor = torch.tensor(lrs, dtype=torch.float32).to(self.params.device, non_blocking=True)
+            self._lr_tensor = to_device(torch.tensor(lrs, dtype=torch.float32), self.params.device)
             self._lr_values = lrs
         return self._lr_tensor
 
@@ -92,7 +96,7 @@ class StackedMaskedSGD:
         rate = self.member_lr([lr] * self.k if isinstance(lr, (int, float)) else lr)
         ops.masked_sgd_(self.params.view(-1), self.grads.view(-1), self.momentum_buffers.view(-1),
                         self.keeps.view(-1), rate, self.momentum, self.weight_decay, self.nesterov,
-                        backend=self.backend)
+                        backend=self.backend, lr_checked=True)
 
     def member_state_dict(self, k: int) -> dict:
         """Member k's momentum per parameter, as copies in logical (contiguous) layout: a resume

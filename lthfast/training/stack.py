@@ -24,17 +24,22 @@ right by every mode: grouped runs the steps where their batch sizes differ as lo
 Checkpoints: each member saves at its own epoch ends, its rewind point and on a stop signal,
 as a single run does. In grouped mode a member's rounding also depends on its stack-mates
 (K, and which steps run grouped): there, when one member saves, every member saves at that
-step (an extra checkpoint, like a stop signal's), so that a killed stack resumes as the
-same stack from the same step. A grouped stack of one runs as loop.
+step (an extra checkpoint, like a stop signal's), and the members' saves commit as one
+(lthfast.training.member.save_together: side files, then renames; settle_commits on resume),
+so that a stack killed at any moment resumes as the same stack from the same step. A grouped
+stack of one runs as loop. `auto` picks the mode for all the jobs given, finished ones too,
+so that a resumed stack trains in the mode it started in.
 
 Tolerance (tests/test_stack.py): in `loop` mode on the CPU every member ends bit-identical
 to its separate single run (weights, momentum, BatchNorm statistics, metrics). `grouped`
 computes the same sums in another order: from the same state each of its steps agrees with
 loop's within 5e-6, the steps it runs as loop exactly, and over 20 steps members stay within
 5e-2 of their separate runs (the drift of any chaotic training; README, "Reliability", gives
-the measured figures). Pruned weights are exactly zero in every mode. A killed loop stack
-resumes bit-identically (tests/kill_campaign.py); a grouped one only when the kill misses
-the moments its members save or its levels are recorded, one after another (README).
+the measured figures). Pruned weights are exactly zero in every mode. A stack killed at any
+moment resumes bit-identically, loop and grouped alike: a grouped stack's joint saves and
+(lthfast.imp.driver.record_together) its levels' records each commit as one, so a kill never
+changes which networks step together (tests/test_group_commit.py aims at both windows;
+`python tests/kill_campaign.py --stack-mode grouped --trials 20` kills whole studies at random).
 """
 from __future__ import annotations
 
@@ -51,15 +56,16 @@ from lthfast.data.dataset import Dataset
 from lthfast.foundations import signals
 from lthfast.foundations.errors import Interrupted, LthError
 from lthfast.foundations.files import read_json
-from lthfast.foundations.hardware import resolve_device
+from lthfast.foundations.hardware import resolve_device, to_device
+from lthfast.models.families import default_width
 from lthfast.store.level import Level
 from lthfast.training.auto import choose_mode
-from lthfast.training.engines import check_mode, make_engine
-from lthfast.training.member import Member, TrainJob, stderr_writer
+from lthfast.training.engines import check_mode, make_engine, resolve_compile
+from lthfast.training.member import Member, TrainJob, save_together, settle_commits, stderr_writer
 from lthfast.training.network import use_channels_last
 from lthfast.training.optim import StackedMaskedSGD
 
-__all__ = ["SHARED_FIELDS", "TrainJob", "check_jobs", "train_stack"]
+__all__ = ["SHARED_FIELDS", "TrainJob", "check_jobs", "open_stack", "train_stack"]
 
 SHARED_FIELDS = ("model", "width", "data", "data_dir", "train_subset", "subset_seed", "batch_size", "device",
                  "precision", "channels_last", "backend", "momentum", "weight_decay", "nesterov")
@@ -82,13 +88,14 @@ def check_jobs(jobs: Sequence[TrainJob]) -> None:
         raise LthError("two trainings of a stack share one folder")
 
 
-def train_stack(jobs: Sequence[TrainJob], data: Dataset, mode: str = "auto", compile: bool | str = False,
+def train_stack(jobs: Sequence[TrainJob], data: Dataset, mode: str = "auto", compile: bool | str = "auto",
                 progress: bool | None = None,
                 on_iteration: Callable[[int, int], None] | None = None) -> list[dict]:
     """Train (or resume, or find finished) every job; returns their metrics, in job order.
 
     data: the shared training and test sets (moved to the device). mode: one of
-    lthfast.training.engines.MODES. compile: torch.compile each step's forward (False, True,
+    lthfast.training.engines.MODES. compile: torch.compile each step's forward ("auto": where
+    measured faster, lthfast.training.engines.COMPILED_BY_DEFAULT; False, True,
     a torch.compile mode such as "reduce-overhead", or a dynamo backend name such as "eager"). on_iteration(job_index, iteration) is called for every
     member after each completed step (progress hooks, tests). Raises LthError for jobs that
     cannot share a stack, a mode or backend that cannot run here, or a bad schedule;
@@ -104,30 +111,43 @@ def train_stack(jobs: Sequence[TrainJob], data: Dataset, mode: str = "auto", com
             results[index] = read_json(files.metrics)
         else:
             pending.append(index)
-    if not pending:
-        return results
+    if pending:
+        open_stack(jobs, pending, data, mode, compile, results, progress, on_iteration).run()
+    return results
+
+
+def open_stack(jobs: Sequence[TrainJob], pending: Sequence[int], data: Dataset, mode: str = "auto",
+               compile: bool | str = "auto", results: list | None = None, progress: bool | None = False,
+               on_iteration=None) -> "_Loop":
+    """The step loop of the jobs at indices `pending` (not finished), resumed from their
+    checkpoints and ready to step: what train_stack runs, and what the calibration
+    (lthfast.study.calibration) and bench/step_overhead.py time step by step (`_Loop._step`).
+    Raises LthError as train_stack does."""
     config = jobs[pending[0]].config
     device = resolve_device(config.device)
     try:
         backend = ops.runnable_backend(config.backend, device)
     except ValueError as exc:
         raise LthError(f"--backend {config.backend}: {exc}") from None
-    check_mode(mode, device, compile)
+    check_mode(mode, device, False if compile == "auto" else compile)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     data = data.to(device)
     members = [Member(index, jobs[index], data, device, backend) for index in pending]
-    if mode == "auto":
-        mode = choose_mode(config, len(members), device)
+    if mode == "auto":  # chosen for all the jobs, so that a resumed stack trains in the mode it started in
+        mode = choose_mode(config, len(jobs), device)
+    compile = resolve_compile(compile, config.model, default_width(config.model, config.width), config.precision,
+                              device, mode)
     optimizer = StackedMaskedSGD([m.model for m in members], [m.mask for m in members], config.momentum,
                                  config.weight_decay, config.nesterov, backend)
+    settle_commits([m.files for m in members])  # a joint save a kill left half done: finished or undone
     for row, member in enumerate(members):
         member.resume(optimizer, row)
     engine = make_engine(mode, [m.model for m in members], optimizer, config.precision, device,
                          use_channels_last(config, device), config.batch_size, compile)
-    _Loop(members, optimizer, engine, data, device, results, progress, on_iteration).run()
-    return results
+    results = [None] * len(jobs) if results is None else results
+    return _Loop(members, optimizer, engine, data, device, results, progress, on_iteration)
 
 
 class _Loop:
@@ -183,13 +203,33 @@ class _Loop:
         self._pause(time.perf_counter() - start)
         return bool(rows)
 
+    def _save_together(self, lrs, events) -> None:
+        """Where a member's numbers depend on its stack-mates (grouped), every member saves when
+        one does, as one commit (member.save_together): a resume then restarts the same stack
+        at the same step, whenever a kill came. rewind.pt and metrics.json follow the commit,
+        so none is left from a save that a kill undid (Member.resume writes a missing rewind.pt)."""
+        for row, (m, lr, (_, at_epoch_end)) in enumerate(zip(self.members, lrs, events)):
+            m.fold(self.running[row])
+            if at_epoch_end:
+                m.end_epoch(self.data, lr, self._writer(m))
+        save_together(self.members, self.optimizer)
+        for m, (at_rewind, at_epoch_end) in zip(self.members, events):
+            if at_rewind:
+                m.save_weights(m.files.rewind)
+            if at_epoch_end:
+                m.write_metrics(finished=False)
+        now = time.perf_counter()  # the files' time is nobody's training time
+        for m in self.members:
+            m.segment_start = now
+
     def _step(self) -> None:
         members, running = self.members, self.running
         batches = [m.batch(self.data) for m in members]
         lrs = [m.lr() for m in members]
         losses, corrects = self.engine.step(batches, lrs)
         sizes = [y.shape[0] for _, y in batches]
-        scale = sizes[0] if len(set(sizes)) == 1 else torch.tensor(sizes, dtype=torch.float64, device=running.device)
+        scale = sizes[0] if len(set(sizes)) == 1 else to_device(torch.tensor(sizes, dtype=torch.float64),
+                                                                running.device)
         running[:, 0] += losses.detach().double() * scale
         running[:, 1] += corrects
         for m, n in zip(members, sizes):
@@ -197,11 +237,10 @@ class _Loop:
         self.bar.update(1)
         stopping = signals.stop_requested() is not None
         events = [(m.at_rewind(), m.at_epoch_end()) for m in members]
-        # Where a member's numbers depend on its stack-mates, every member saves when one does:
-        # a resume then restarts the same stack at the same step (see the module docstring).
-        together = self.engine.shared_numerics and any(any(e) for e in events)
+        if self.engine.shared_numerics and (stopping or any(any(e) for e in events)):
+            self._save_together(lrs, events)
         for row, (m, lr, (at_rewind, at_epoch_end)) in enumerate(zip(members, lrs, events)):
-            if at_rewind or at_epoch_end or together or (stopping and not m.done):
+            if not self.engine.shared_numerics and (at_rewind or at_epoch_end or (stopping and not m.done)):
                 start = time.perf_counter()
                 m.fold(running[row])
                 if at_rewind:

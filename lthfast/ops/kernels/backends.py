@@ -14,23 +14,48 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import warnings
 
 import torch
 
 BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
+REBUILD = ("Rebuild it against this torch: python setup.py build_ext --inplace "
+           "(or pip install --no-build-isolation -e .).")
+
+
+class WrongTorch(ImportError):
+    """An extension built against another torch than the one imported (its stamp says which)."""
+
+
+def _import_extension(name: str):
+    """`lthfast.<name>`, unless setup.py's stamp beside it (`<file>.torch`) names another torch:
+    an extension is bound to the torch it was compiled against, and one built for another may
+    fail to load or misbehave. Builds without a stamp (older ones) are imported as before."""
+    spec = importlib.util.find_spec(f"lthfast.{name}")
+    if spec is not None and spec.origin:
+        try:
+            with open(spec.origin + ".torch") as file:
+                built = file.read().strip()
+        except OSError:
+            built = None
+        if built is not None and built != torch.__version__:
+            raise WrongTorch(f"{os.path.basename(spec.origin)} was built against torch {built}, "
+                             f"this is torch {torch.__version__}")
+    return importlib.import_module(f"lthfast.{name}")
 
 
 @functools.lru_cache(maxsize=None)
 def cpp_ops():
     """The C++ extension module `lthfast._C`, or None (with one RuntimeWarning) if it was
-    not built: without a compiler the package installs anyway and runs on plain PyTorch."""
+    not built, or built for another torch: the package runs on plain PyTorch then."""
     try:
-        return importlib.import_module("lthfast._C")
+        return _import_extension("_C")
     except ImportError as exc:
-        warnings.warn(f"lthfast's C++ extension is not available ({exc}); "
-                      "running on plain PyTorch. Reinstall with a C++ compiler to build it.",
+        other_torch = isinstance(exc, WrongTorch) or "undefined symbol" in str(exc)
+        warnings.warn(f"lthfast's C++ extension is not available ({exc}); running on plain PyTorch. "
+                      + (REBUILD if other_torch else "Reinstall with a C++ compiler to build it."),
                       RuntimeWarning, stacklevel=3)
         return None
 
@@ -38,9 +63,13 @@ def cpp_ops():
 @functools.lru_cache(maxsize=None)
 def cuda_ops():
     """The CUDA extension module `lthfast._cuda`, or None: it is built only where CUDA is
-    available at install time (see setup.py), so its absence is normal and silent."""
+    available at install time (see setup.py), so its absence is normal and silent; one built
+    for another torch is refused with a RuntimeWarning."""
     try:
-        return importlib.import_module("lthfast._cuda")
+        return _import_extension("_cuda")
+    except WrongTorch as exc:
+        warnings.warn(f"lthfast's CUDA extension is not used ({exc}). {REBUILD}", RuntimeWarning, stacklevel=3)
+        return None
     except ImportError:
         return None
 

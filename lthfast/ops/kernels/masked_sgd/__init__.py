@@ -70,11 +70,13 @@ def _check_member_lr_values(lr: torch.Tensor) -> None:
 @torch.library.custom_op("lthfast::masked_sgd_", mutates_args=("params", "momentum_buf"))
 def _masked_sgd_op(params: torch.Tensor, grads: torch.Tensor, momentum_buf: torch.Tensor, mask: torch.Tensor,
                    lr: float, member_lr: Optional[torch.Tensor], momentum: float, weight_decay: float,
-                   nesterov: bool, backend: str) -> None:
-    """The op on 1-D buffers, arguments checked by masked_sgd_ (but for the values of member_lr)."""
+                   nesterov: bool, backend: str, lr_checked: bool) -> None:
+    """The op on 1-D buffers, arguments checked by masked_sgd_ (but for the values of member_lr,
+    unless the caller checked them: lr_checked)."""
     backend = runnable_backend(backend, params.device)
     if member_lr is not None:
-        _check_member_lr_values(member_lr)
+        if not lr_checked:
+            _check_member_lr_values(member_lr)
         member_lr = member_lr.contiguous()
     if backend == "torch":
         masked_sgd_reference_(params, grads, momentum_buf, mask, lr if member_lr is None else member_lr,
@@ -99,13 +101,13 @@ def _masked_sgd_op(params: torch.Tensor, grads: torch.Tensor, momentum_buf: torc
 
 
 @_masked_sgd_op.register_fake
-def _(params, grads, momentum_buf, mask, lr, member_lr, momentum, weight_decay, nesterov, backend):
+def _(params, grads, momentum_buf, mask, lr, member_lr, momentum, weight_decay, nesterov, backend, lr_checked):
     return None
 
 
 def masked_sgd_(params: torch.Tensor, grads: torch.Tensor, momentum_buf: torch.Tensor, mask: torch.Tensor,
                 lr, momentum: float, weight_decay: float, nesterov: bool = False,
-                backend: str = "auto") -> torch.Tensor:
+                backend: str = "auto", lr_checked: bool = False) -> torch.Tensor:
     """One SGD step on flat buffers, in place, exactly torch.optim.SGD's update (weight decay
     added to the gradient, momentum buffer, optional Nesterov), then the pruned entries of
     the weights and of the buffer set to zero, in one pass over memory. Returns params.
@@ -117,7 +119,10 @@ def masked_sgd_(params: torch.Tensor, grads: torch.Tensor, momentum_buf: torch.T
     lr: a non-negative float, or a 1-D float32 tensor of K finite non-negative rates on
     params' device, K dividing N: the buffers then hold K members of N / K consecutive
     entries each, member k updated with lr[k] exactly as a call of its own would.
-    momentum, weight_decay: non-negative floats. backend: one of BACKENDS.
+    momentum, weight_decay: non-negative floats. backend: one of BACKENDS. lr_checked: the
+    caller vouches that a tensor lr's values are finite and non-negative (made from floats it
+    checked, as StackedMaskedSGD does), so the op does not read them back: on a GPU that
+    reading is a host synchronization (tests/test_step_sync.py).
 
     Raises ValueError for any other argument (nothing is then modified).
     """
@@ -142,5 +147,6 @@ def masked_sgd_(params: torch.Tensor, grads: torch.Tensor, momentum_buf: torch.T
     check_backend(backend)
     _masked_sgd_op(flat(params), flat(grads), flat(momentum_buf), flat(mask),
                    float(lr) if member_lr is None else 0.0,  # the op reads member_lr when given
-                   member_lr, float(momentum), float(weight_decay), bool(nesterov), backend)
+                   member_lr, float(momentum), float(weight_decay), bool(nesterov), backend,
+                   bool(lr_checked) and member_lr is lr)
     return params
