@@ -23,9 +23,11 @@
 #    in the JSON (environment.setup_seconds).
 #
 # PYTHON=... picks the interpreter (default: python3, the GPU image's torch venv).
-# Measured 2026-12 on the 2-core CPU machine (busy beside it), in a fresh venv with torch 2.11.0,
-# Python 3.11 and .wheels/cp311 (`bash bench/gpu_setup.sh --dry-run`): set-up SETUP_S s, the
-# dry run then ok in every section. On the GPU image only fire and termcolor are missing.
+# Measured 2026-12 on the 2-core CPU machine, busy beside it (load 4 to 5), in a venv holding
+# only torch 2.11.0 and torchvision 0.26.0 (Python 3.11, .wheels/cp311), with
+# `bash bench/gpu_setup.sh --dry-run`: set-up 13.6 s (fire, tqdm, matplotlib, pybind11, ninja,
+# scipy, pytest, wheel and their needs from the folder, then lthfast). The GPU image lacks
+# only fire and termcolor, by its package list. Not yet run on a GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1

@@ -2,6 +2,9 @@ import os
 
 # Triton kernels run on the CPU through the interpreter; set before triton is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# Eager steps throughout (lthfast.training.engines.resolve_compile): a compiled ResNet-20 step would
+# cost each test process a compile; tests/test_step_sync.py checks the default's rule itself.
+os.environ.setdefault("LTHFAST_COMPILE", "0")
 
 import pytest  # noqa: E402
 

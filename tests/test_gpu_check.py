@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ["environment", "build", "pytest", "op_checks", "stack_equivalence", "smoke_study", "pytest_result",
-            "kernels", "stack_throughput", "interpolation", "compiled"]
+            "step_overhead", "kernels", "stack_throughput", "interpolation", "compiled", "compile_step"]
 
 
 def test_the_dry_run_writes_every_section_in_under_a_minute(tmp_path):

@@ -99,3 +99,23 @@ def test_stacked_sgd_checks_member_rates_on_the_host():
     for bad in (float("nan"), -0.1, float("inf")):
         with pytest.raises(ValueError, match="finite and non-negative"):
             sgd.step([0.1, bad])
+
+
+def test_compile_by_default_follows_the_measured_table(monkeypatch):
+    """compile="auto": compiled only for the (device kind, model, width, precision) the bench
+    measured faster, in loop stacks; an explicit setting is kept; LTHFAST_COMPILE=0 turns it off."""
+    from lthfast.training import engines
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("LTHFAST_COMPILE", raising=False)
+    monkeypatch.setattr(engines, "device_kind", lambda device: "cpu-amx")
+    assert engines.resolve_compile("auto", "resnet20", 16, "bf16", cpu, "loop") is True
+    for args in (("vgg16", 64, "bf16", cpu, "loop"), ("resnet20", 16, "fp32", cpu, "loop"),
+                 ("resnet20", 8, "bf16", cpu, "loop"), ("resnet20", 16, "bf16", cpu, "grouped")):
+        assert engines.resolve_compile("auto", *args) is False
+    assert engines.resolve_compile(True, "vgg16", 64, "bf16", cpu, "grouped") is True
+    monkeypatch.setattr(engines, "device_kind", lambda device: "cpu")
+    assert engines.resolve_compile("auto", "resnet20", 16, "bf16", cpu, "loop") is False
+    monkeypatch.setattr(engines, "device_kind", lambda device: "cpu-amx")
+    monkeypatch.setenv("LTHFAST_COMPILE", "0")
+    assert engines.resolve_compile("auto", "resnet20", 16, "bf16", cpu, "loop") is False

@@ -32,6 +32,7 @@ where an uninterrupted one of that mode does.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
@@ -78,9 +79,13 @@ def device_kind(device: torch.device) -> str:
 
 def resolve_compile(compile: bool | str, model: str, width: int, precision: str, device: torch.device,
                     mode: str) -> bool | str:
-    """`compile`, or for "auto" whether this loop stack's step compiles by default (COMPILED_BY_DEFAULT)."""
+    """`compile`, or for "auto" whether this loop stack's step compiles by default (COMPILED_BY_DEFAULT;
+    never where the environment sets LTHFAST_COMPILE=0: the test suite, which would otherwise pay a
+    compile a process)."""
     if compile != "auto":
         return compile
+    if os.environ.get("LTHFAST_COMPILE") == "0":
+        return False
     return mode == "loop" and (device_kind(device), model, width, precision) in COMPILED_BY_DEFAULT
 
 
