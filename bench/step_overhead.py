@@ -191,13 +191,13 @@ def timed_steps(step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure(spec: str, ks, repeats: int, device: torch.device, folder: Path) -> dict:
+def measure(spec: str, ks, repeats: int, device: torch.device, folder: Path, steps: int | None = None) -> dict:
     """Every configuration of one model spec ("model:batch[:width]")."""
     name, batch, *width = spec.split(":")
     config = TrainConfig(model=name, width=int(width[0]) if width else None, batch_size=int(batch),
                          device=str(device), rewind_iter=None, epochs=10, lr=0.05)
     small = config.batch_size <= 32 or device.type == "cuda"
-    steps = 20 if small else 3
+    steps = steps or (20 if small else 3)
     # no epoch ends while timed: every member's epoch is longer than all the steps it takes here
     per_epoch = 2 + 2 * steps * repeats + 2 + 2
     data = synthetic(num_train=config.batch_size * per_epoch, num_test=16).to(device)
@@ -253,7 +253,7 @@ def report(r: dict) -> None:
         print(f"  synchronizations in 10 trainer steps: {r['synchronizations_in_10_trainer_steps']}")
 
 
-def run(models: str, ks, repeats: int, device: torch.device) -> dict:
+def run(models: str, ks, repeats: int, device: torch.device, steps: int | None = None) -> dict:
     """Every model spec measured and printed; the results as one dict."""
     specs = models.split(",") if isinstance(models, str) else list(models)  # Fire parses a,b as a tuple
     ks = [int(k) for k in (str(ks).split(",") if isinstance(ks, (str, int)) else ks)]
@@ -261,7 +261,7 @@ def run(models: str, ks, repeats: int, device: torch.device) -> dict:
     print(f"device: {results['device']}; torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
-            results["models"].append(measure(spec, ks, repeats, device, Path(tmp)))
+            results["models"].append(measure(spec, ks, repeats, device, Path(tmp), steps))
             report(results["models"][-1])
     return results
 

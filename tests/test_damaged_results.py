@@ -172,7 +172,7 @@ def test_a_damaged_study_json_is_named_in_one_line_with_the_command_that_writes_
 # ------------------------------------------------------------------ the calibration and auto-mode caches
 
 def fake_measure(measured):
-    def measure(train, device):
+    def measure(train, device, threads=None, hvp_images=None):
         measured.append(train.model)
         return Calibration(0.5, 0.01, 0.02, {"train_step": 0.1, "eval": 0.1, "hvp": 0.1}, "cpu", False,
                            "2024-01-01 00:00:00")

@@ -66,13 +66,13 @@ class Calibration:
                "batch_size": train.batch_size, "precision": train.precision,
                "channels_last": use_channels_last(train, device), "augment": train.augment,
                "torch": torch.__version__, "threads": threads,
-               "hvp_images": max(1, min(config.sharpness.images, HVP_CHUNK)),
+               "hvp_images": max(1, min(config.sharpness.images, train.batch_size, HVP_CHUNK)),
                "version": 3}  # 3: the trainer's own step at the jobs' threads (2: torch SGD, this process's)
         path = _cache_folder() / (digest(key, 16) + ".json")
         stored = read_checked(path, "measured again now", _whole)
         if stored is not None:
             return cls(**stored["calibration"])
-        calibration = measure(train, device, threads, config.sharpness.images)
+        calibration = measure(train, device, threads, min(config.sharpness.images, train.batch_size))
         if not calibration.busy:
             atomic_write_json({"key": key, "calibration": asdict(calibration)}, path)
         return calibration
