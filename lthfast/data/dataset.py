@@ -46,8 +46,12 @@ class Dataset:
         return self.train_x.shape[0]
 
     def to(self, device) -> "Dataset":
-        return dataclasses.replace(self, **{name: getattr(self, name).to(device)
-                                            for name in ("train_x", "train_y", "test_x", "test_y")})
+        """This data set on `device`: itself when it is there already, so that what is kept with it
+        (gather_table's padded images, made once) is not made again for every stack."""
+        names = ("train_x", "train_y", "test_x", "test_y")
+        if all(getattr(self, name).device == torch.device(device) for name in names):
+            return self
+        return dataclasses.replace(self, **{name: getattr(self, name).to(device) for name in names})
 
 
 def balanced_subset(data: Dataset, size: int, seed: int) -> Dataset:
@@ -142,7 +146,7 @@ def gather_table(data: Dataset) -> tuple[torch.Tensor, bool]:
     if cached is None or cached[0].device != data.train_x.device:
         p = CROP_PADDING
         table = torch.nn.functional.pad(data.train_x, (p, p, p, p)).permute(0, 2, 3, 1).contiguous()
-        normalized = table_bytes(*data.train_x.shape[:1], *data.train_x.shape[2:]) > table.numel()
+        normalized = 0 < 4 * table.numel() <= FLOAT_TABLE_BYTES  # table_bytes' rule; an empty set: uint8
         if normalized:
             table = normalize_nhwc(table, True, data.mean, data.std).permute(0, 2, 3, 1)  # back to (N, H, W, 3)
         cached = data.__dict__["_gather_table"] = (table, normalized)
