@@ -9,7 +9,7 @@ with random kills of a whole study; these tests aim at the two windows directly)
   recording  a stack's levels are recorded together (lthfast.imp.driver.record_together): a
              kill after some records must not let the scheduler form other stacks next.
 """
-import types
+import dataclasses
 
 import pytest
 import torch
@@ -72,7 +72,7 @@ def test_a_grouped_stack_killed_inside_a_joint_save_resumes_from_one_commit_bit_
         tmp_path, monkeypatch, whole, moment):
     crashed = jobs(tmp_path)
     saves = []  # the joint save at a's iteration 6 (b's 8): a's rewind point and b's epoch end
-    real_save, real_replace = member_module.Member.save_checkpoint, member_module.os.replace
+    real_save, real_promote = member_module.Member.save_checkpoint, member_module.CHECKPOINTS.promote
 
     def save(self, optimizer, row, commit=None):
         if commit is not None and row == 0:
@@ -81,13 +81,13 @@ def test_a_grouped_stack_killed_inside_a_joint_save_resumes_from_one_commit_bit_
             raise Crash  # a's side file written, b's not
         real_save(self, optimizer, row, commit)
 
-    def replace(source, target):
-        real_replace(source, target)
+    def promote(level):
+        real_promote(level)
         if moment == "renaming" and saves == [2, 4, 6]:
             raise Crash  # a's renamed over its checkpoint, b's still beside it
 
     monkeypatch.setattr(member_module.Member, "save_checkpoint", save)
-    monkeypatch.setattr(member_module, "os", types.SimpleNamespace(replace=replace))
+    monkeypatch.setattr(member_module, "CHECKPOINTS", dataclasses.replace(member_module.CHECKPOINTS, promote=promote))
     with pytest.raises(Crash):
         train_stack(crashed, data(), mode="grouped")
     monkeypatch.undo()

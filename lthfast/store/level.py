@@ -23,6 +23,9 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import torch
 
 from lthfast.foundations.files import atomic_write_json, load_checkpoint, read_json
 from lthfast.foundations.hashing import digest
@@ -128,20 +131,9 @@ class Level:
 
     def _promote_record(self) -> None:
         """level.json.next becomes level.json once its group is committed (commit_records): every
-        level of the stack is finished, or none is, whenever a kill came."""
-        if not self.record_next.exists():
-            return
-        if readable(self.record):  # promoted, but a kill came before the side file was removed
-            self.record_next.unlink(missing_ok=True)
-            return
-        side = _side_record(self.record_next)
-        if side is None:
-            return
-        token = side["commit"]
-        if all(readable(level.record) or _record_commit(level.record_next) == token["id"]
-               for level in group_of(self.folder, token)):
-            atomic_write_json(side["record"], self.record)
-            self.record_next.unlink(missing_ok=True)
+        level of the stack is finished, or none is, whenever a kill came. A reader may look while
+        the writer still writes the group: an incomplete group is left as it is."""
+        settle([self], RECORDS, undo=False)
 
     def read_record(self) -> dict:
         return read_json(self.record)
@@ -193,6 +185,52 @@ def commit_records(records: list[tuple[Level, dict]]) -> None:
         level.record_next.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class GroupFile:
+    """A file that group commits write: its side file in a level, the commit token a side file
+    carries (None: unreadable, or promoted meanwhile), whether a level holds commit `id` (in its
+    side file or in its place) and how a level's side file takes its place."""
+    side: Callable[[Level], Path]
+    token: Callable[[Path], dict | None]
+    holds: Callable[[Level, str], bool]
+    promote: Callable[[Level], None]
+
+
+def settle(levels: list[Level], kind: GroupFile, undo: bool) -> None:
+    """Each level's side file of `kind` takes its place where every level of its group holds its
+    commit, and is deleted otherwise when `undo` (no writer can be at work: a stack about to
+    resume, lthfast.training.stack.open_stack) or left for its writer (a reader's look). One
+    decision per commit. tests/test_group_commit.py kills writers at every moment."""
+    decided: dict[str, bool] = {}
+    for level in levels:
+        side = kind.side(level)
+        if not side.exists():
+            continue
+        token = kind.token(side)
+        if token is None:
+            if undo:
+                side.unlink(missing_ok=True)  # unreadable: never a commit
+            continue
+        if token["id"] not in decided:
+            decided[token["id"]] = all(kind.holds(g, token["id"]) for g in group_of(level.folder, token))
+        if decided[token["id"]]:
+            kind.promote(level)
+        elif undo:
+            side.unlink(missing_ok=True)
+
+
+def _record_token(path: Path) -> dict | None:
+    side = _side_record(path)
+    return side and side["commit"]
+
+
+def _promote_record(level: Level) -> None:
+    side = _side_record(level.record_next)
+    if side is not None and not readable(level.record):  # a record written since (alone) stays
+        atomic_write_json(side["record"], level.record)
+    level.record_next.unlink(missing_ok=True)
+
+
 def _side_record(path: Path) -> dict | None:
     """A level.json.next's {"record", "commit"}, or None (absent, or promoted meanwhile)."""
     try:
@@ -202,9 +240,28 @@ def _side_record(path: Path) -> dict | None:
         return None
 
 
-def _record_commit(path: Path) -> str | None:
-    side = _side_record(path)
-    return side and side["commit"]["id"]
+def checkpoint_token(path: Path) -> dict | None:
+    """The commit token a checkpoint carries (None: absent, unreadable, or a single save's);
+    memory-mapped, so that only its small pickle is read."""
+    try:
+        token = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("commit")
+        return token if isinstance(token, dict) and isinstance(token.get("id"), str) else None
+    except Exception:  # absent, torn or not a checkpoint: holds no commit
+        return None
+
+
+def _id(token: dict | None) -> str | None:
+    return token and token["id"]
+
+
+# A level.json held by a level is finished whatever commit wrote it; a checkpoint carries its own.
+RECORDS = GroupFile(lambda level: level.record_next, _record_token,
+                    lambda level, id: readable(level.record) or _id(_record_token(level.record_next)) == id,
+                    _promote_record)
+CHECKPOINTS = GroupFile(lambda level: level.checkpoint_next, checkpoint_token,
+                        lambda level, id: id in (_id(checkpoint_token(level.checkpoint_next)),
+                                                 _id(checkpoint_token(level.checkpoint))),
+                        lambda level: os.replace(level.checkpoint_next, level.checkpoint))
 
 
 @dataclass(frozen=True)

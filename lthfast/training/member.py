@@ -14,12 +14,11 @@ resumes the other's checkpoint. A grouped stack's members save together, as one 
 (save_together): each checkpoint first goes to checkpoint.pt.next with the group's token
 ("commit" in the checkpoint: the members' folders and iterations), and only once every
 member's is written are they renamed over checkpoint.pt; before a stack resumes,
-settle_commits finishes such a save or undoes it (lthfast.store.level, "Group commits").
+store.level.settle finishes such a save or undoes it (lthfast.store.level, "Group commits").
 """
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -40,7 +39,7 @@ from lthfast.foundations.files import (
 from lthfast.foundations.hardware import device_name
 from lthfast.models.families import check_output
 from lthfast.pruning.masks import Mask
-from lthfast.store.level import Level, commit_token, group_of
+from lthfast.store.level import CHECKPOINTS, Level, commit_token, settle
 from lthfast.training.evaluation import evaluate
 from lthfast.training.network import (
     build_model,
@@ -241,49 +240,12 @@ class Member:
 def save_together(members: list[Member], optimizer) -> None:
     """Every member's checkpoint as one commit (a grouped stack, whose rounding depends on who
     steps together): all side files first, each with the same token; the last one written is
-    the commit point, then each is renamed over checkpoint.pt (settle_commits redoes that)."""
+    the commit point, then each is renamed over checkpoint.pt (store.level.settle, which
+    open_stack runs again before a stack resumes)."""
     folders, iterations = [m.files.folder for m in members], [m.iteration for m in members]
     for row, m in enumerate(members):
         m.save_checkpoint(optimizer, row, commit_token(m.files.folder, folders, iterations=iterations))
-    for m in members:
-        os.replace(m.files.checkpoint_next, m.files.checkpoint)
-
-
-def settle_commits(levels: list[Level]) -> None:
-    """Before a stack resumes: a save that save_together left half done (a kill) is finished
-    where every folder of its group holds its token (as a side file, or as checkpoint.pt
-    already renamed) and undone (side files deleted) otherwise, so that every member of a
-    group resumes from one and the same joint save. One decision per commit, read once."""
-    decided: dict[str, bool] = {}
-    for level in levels:
-        if not level.checkpoint_next.exists():
-            continue
-        token = _commit_of(level.checkpoint_next)
-        if token is None:
-            level.checkpoint_next.unlink(missing_ok=True)  # unreadable: never a commit
-            continue
-        if token["id"] not in decided:
-            decided[token["id"]] = all(token["id"] in (_commit_id(g.checkpoint_next), _commit_id(g.checkpoint))
-                                       for g in group_of(level.folder, token))
-        if decided[token["id"]]:
-            os.replace(level.checkpoint_next, level.checkpoint)
-        else:
-            level.checkpoint_next.unlink(missing_ok=True)
-
-
-def _commit_of(path: Path) -> dict | None:
-    """The commit token a checkpoint carries (None: absent, unreadable, or a single save's);
-    memory-mapped, so that only its small pickle is read."""
-    try:
-        token = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("commit")
-        return token if isinstance(token, dict) and isinstance(token.get("id"), str) else None
-    except Exception:  # absent, torn or not a checkpoint: holds no commit
-        return None
-
-
-def _commit_id(path: Path) -> str | None:
-    token = _commit_of(path)
-    return token and token["id"]
+    settle([m.files for m in members], CHECKPOINTS, undo=True)  # the commit point is behind
 
 
 def stderr_writer(bar, prefix: str = ""):

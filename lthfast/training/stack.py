@@ -25,7 +25,7 @@ Checkpoints: each member saves at its own epoch ends, its rewind point and on a 
 as a single run does. In grouped mode a member's rounding also depends on its stack-mates
 (K, and which steps run grouped): there, when one member saves, every member saves at that
 step (an extra checkpoint, like a stop signal's), and the members' saves commit as one
-(lthfast.training.member.save_together: side files, then renames; settle_commits on resume),
+(lthfast.training.member.save_together: side files, then renames; store.level.settle on resume),
 so that a stack killed at any moment resumes as the same stack from the same step. A grouped
 stack of one runs as loop. `auto` picks the mode for all the jobs given, finished ones too,
 so that a resumed stack trains in the mode it started in.
@@ -58,10 +58,10 @@ from lthfast.foundations.errors import Interrupted, LthError
 from lthfast.foundations.files import read_json
 from lthfast.foundations.hardware import resolve_device, to_device
 from lthfast.models.families import default_width
-from lthfast.store.level import Level
+from lthfast.store.level import CHECKPOINTS, Level, settle
 from lthfast.training.auto import choose_mode
 from lthfast.training.engines import check_mode, make_engine, resolve_compile
-from lthfast.training.member import Member, TrainJob, save_together, settle_commits, stderr_writer
+from lthfast.training.member import Member, TrainJob, save_together, stderr_writer
 from lthfast.training.network import use_channels_last
 from lthfast.training.optim import StackedMaskedSGD
 
@@ -141,7 +141,7 @@ def open_stack(jobs: Sequence[TrainJob], pending: Sequence[int], data: Dataset, 
                               device, mode)
     optimizer = StackedMaskedSGD([m.model for m in members], [m.mask for m in members], config.momentum,
                                  config.weight_decay, config.nesterov, backend)
-    settle_commits([m.files for m in members])  # a joint save a kill left half done: finished or undone
+    settle([m.files for m in members], CHECKPOINTS, undo=True)  # a joint save a kill left half done: finished or undone
     for row, member in enumerate(members):
         member.resume(optimizer, row)
     engine = make_engine(mode, [m.model for m in members], optimizer, config.precision, device,
