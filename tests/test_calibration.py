@@ -18,7 +18,7 @@ def measure_with(monkeypatch, others_share: float):
     monkeypatch.setattr(calibration, "_own_cpu_seconds", lambda: clock["own"])
     cores = calibration.os.cpu_count()
 
-    def busy_seconds():  # read at the start (all zero) and at the end (after 10 s, 15 s of our own)
+    def busy_seconds():  # read at the start (all zero) and at the end (10/3 s of wall, 5 s of our own a figure)
         return clock["own"] + others_share * cores * clock["wall"]
     monkeypatch.setattr(calibration, "_busy_cpu_seconds", busy_seconds)
     real = calibration._seconds
@@ -49,8 +49,9 @@ def test_our_own_cpu_time_is_not_counted_as_another_process(monkeypatch):
 
 def test_figures_are_positive_medians_with_a_spread_per_figure(monkeypatch):
     result, _ = measure_with(monkeypatch, others_share=0.0)
-    assert result.train_step > 0 and result.eval_image > 0 and result.hvp_image > 0
-    assert set(result.spread) == {"train_step", "eval", "hvp"} and all(v >= 0 for v in result.spread.values())
+    assert result.train_step > 0 and result.eval_image > 0 and result.hvp_image > 0 and result.bn_image > 0
+    assert result.level_seconds >= 0 and result.job_seconds >= 0
+    assert set(result.spread) == {"train_step", "eval", "bn", "hvp"} and all(v >= 0 for v in result.spread.values())
     assert result.device.startswith("CPU")
 
 

@@ -60,8 +60,9 @@ def test_a_study_plans_one_parent_at_the_late_rewind_point_and_its_jobs_finish(s
     both = Study(preset_config("smoke"), "/nonexistent").plan()  # two seeds, both rewind points
     assert sorted(j.key for j in both if j.kind == "one-parent") == [
         f"seed{s}/R2/one-parent imp:{k}" for s in (0, 1) for k in (0, 1)]  # none at R = 0
-    config = preset_config("smoke")  # 4 networks x (2 x 128 images + 2 BN batches of 32)
-    assert registry.get("one-parent").cost(None, config, types.SimpleNamespace(eval_image=1.0)) == 4 * (256 + 64)
+    config = preset_config("smoke")  # a job's fixed cost + 4 networks x (2 x 128 images + 2 BN batches of 32)
+    rates = types.SimpleNamespace(eval_image=1.0, bn_image=2.0, job_seconds=3.0)
+    assert registry.get("one-parent").cost(None, config, rates) == 3 + 4 * (2 * 128 * 1 + 2 * 32 * 2)
 
 
 @pytest.mark.parametrize("k", [1, 2])

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from lthfast.foundations.errors import LthError
 from lthfast.foundations.stats import CANNOT_TELL, DOES_NOT, NOT_MEASURED, SUPPORTS
@@ -292,3 +293,36 @@ def test_wall_estimate_replays_the_schedulers_batches_on_the_slots():
     # a stack of both first trainings on one slot costs their sum (loop), then b and d together
     assert wall_seconds(None, jobs, Execution(workers=1, stack=2)) == pytest.approx(72)
     assert wall_seconds(None, jobs, Execution(workers=1, stack=2, executor="ray")) is None
+
+
+def test_stacking_speeds_up_a_stacks_steps_not_its_levels_fixed_work():
+    """Known answer: two trainings of 10 s, each 6 s of steps (6 steps of 1 s) and 4 s of
+    evaluations and files, in one stack whose steps cost half (stacking 0.5): 2 x 4 + 0.5 x 12 = 14 s."""
+    import types
+
+    from lthfast.study.dryrun import wall_seconds
+    from lthfast.study.executors import Execution
+    from lthfast.study.plan import Job
+
+    jobs = [Job(key, "train", [], 10.0, lambda: False, lambda: None, steps=6) for key in "ab"]
+    study = types.SimpleNamespace(calibration=types.SimpleNamespace(train_step=1.0))
+    grouped = Execution(workers=1, stack=2, stack_mode="grouped")
+    assert wall_seconds(study, jobs, grouped, stacking=0.5) == pytest.approx(14)
+    assert wall_seconds(study, jobs, grouped, stacking=1.0) == pytest.approx(20)
+
+
+def test_a_stack_shape_auto_has_not_measured_is_priced_with_its_measurement(tmp_path, monkeypatch):
+    """Known answer: auto steps each candidate 3 rounds x 2 steps + 1 warm-up = 7 times; a stack
+    of 4 at 1 s a network-step costs 4 s in loop and 2 s grouped (stacking 0.5): 7 x 6 = 42 s.
+    A shape in the cache, or a stack of one, costs nothing."""
+    from lthfast.config.runs import TrainConfig
+    from lthfast.foundations.files import atomic_write_json
+    from lthfast.training import auto
+
+    monkeypatch.setenv("LTHFAST_CACHE", str(tmp_path))
+    config, cpu = TrainConfig(model="resnet8", width=4, batch_size=8, device="cpu"), torch.device("cpu")
+    assert auto.measurement_seconds(config, 4, cpu, 1.0, 0.5) == pytest.approx(42)
+    assert auto.measurement_seconds(config, 1, cpu, 1.0, 0.5) == 0
+    atomic_write_json({auto.cache_key(config, 4, cpu): {"mode": "loop", "seconds_per_step": {}}},
+                      tmp_path / "stack_modes.json")
+    assert auto.measurement_seconds(config, 4, cpu, 1.0, 0.5) == 0

@@ -19,7 +19,7 @@ from lthfast.config.runs import ImpConfig, TrainConfig
 from lthfast.data.loading import load_dataset
 from lthfast.foundations import signals
 from lthfast.foundations.errors import Interrupted, LthError
-from lthfast.foundations.hardware import resolve_device
+from lthfast.foundations.hardware import keep_freed_memory, resolve_device
 from lthfast.foundations.settings import integer, number
 from lthfast.imp.driver import ImpRun
 from lthfast.models.families import prunable_count
@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("once")
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"  # one line each
     signals.install()  # from here on a signal is one line and exit 130, whenever it comes
+    keep_freed_memory()  # steps reuse freed memory instead of faulting it in again
     COMMANDS["analyze"] = analyze.commands()  # analyses registered since import included
     try:
         if (text := _help(list(argv))) is not None:

@@ -142,8 +142,8 @@ def cost(settings, study, calibration) -> float:
     """Seconds of one job: the parent and three baselines, each evaluated on the training
     sample twice (stored and recomputed BatchNorm), the recomputation's batches besides."""
     networks, imp = len(RULES) + 1, study.imp
-    images = networks * (2 * imp.eval_train_images + imp.bn_batches * study.train.batch_size)
-    return images * calibration.eval_image
+    return calibration.job_seconds + networks * (2 * imp.eval_train_images * calibration.eval_image
+                                                 + imp.bn_batches * study.train.batch_size * calibration.bn_image)
 
 
 def summary(result: dict) -> dict:

@@ -116,8 +116,8 @@ def planned(study, target: str, level: int) -> list[Analysis]:
 # ----------------------------------------------------------------------------- the built-in ones
 
 def _curve_cost(s: CurveSettings, study, cal) -> float:
-    images = s.train_images + (s.test_images or DEFAULT_TEST_IMAGES) + s.bn_batches * study.train.batch_size
-    return s.points * images * cal.eval_image
+    images = s.train_images + (s.test_images or DEFAULT_TEST_IMAGES)
+    return cal.job_seconds + s.points * (images * cal.eval_image + s.bn_batches * study.train.batch_size * cal.bn_image)
 
 
 def _curve_summary(r: dict) -> dict:
@@ -137,8 +137,8 @@ def _curve(what: str, targets: tuple, help: str) -> Analysis:
 
 
 # A job that only reads stored files (distance, sublevel): its claim, files and journal line. Seen
-# here: 0.03 to 0.3 s a job (the journals of smoke and cpu-3seed on a 2-core Xeon).
-JOB_SECONDS = 0.1
+# here: 0.02 to 0.05 s a job (the journals of smoke and cpu-3seed on a 2-core Xeon with AMX).
+JOB_SECONDS = 0.04
 
 register(_curve("interpolate", ("successive", "from-baseline"), "the curve and barriers between two solutions"))
 register(_curve("prune-path", ("prune-step",), "the curve from theta_{k-1} to its pruned baseline b_k"))
@@ -149,12 +149,13 @@ register(Analysis("distance", lambda run, solutions, s, compute, force=False: cu
                   lambda r: {"l2": r["l2"], "relative": r["relative"]}, help="L2 distance over the unpruned weights"))
 register(Analysis("volume", lambda run, solutions, s, compute, force=False: volume.volume(
     run, solutions[0], s, compute, force),
-    lambda s, study, cal: s.directions * s.train_images * (4 + s.bisections) * cal.eval_image, ("level",),
+    lambda s, study, cal: cal.job_seconds + s.directions * s.train_images * (4 + s.bisections) * cal.eval_image,
+    ("level",),
     lambda r: {"radius_mean": r["radius_mean"], "log_volume": r["log_volume"]}, VolumeSettings, "volume",
     help="basin radii along random directions and the log-volume"))
 register(Analysis("sharpness", lambda run, solutions, s, compute, force=False: sharpness.sharpness(
     run, solutions[0], s, force),
-    lambda s, study, cal: (s.products + s.trace_samples) * s.images * cal.hvp_image, ("level",),
+    lambda s, study, cal: cal.job_seconds + (s.products + s.trace_samples) * s.images * cal.hvp_image, ("level",),
     lambda r: {"top_eigenvalue": r["top_eigenvalue"], "trace": r["trace"]}, SharpnessSettings, "sharpness",
     planned=lambda study, k: study.sharpness_levels is None or k in {j % (study.levels + 1)
                                                                     for j in study.sharpness_levels},

@@ -16,7 +16,7 @@ from lthfast.study.calibration import Calibration
 from lthfast.study.executors import Execution, stack_size
 from lthfast.study.plan import Job, Study, duration
 from lthfast.study.scheduler import batches, resolve_stacking
-from lthfast.training.auto import stack_seconds
+from lthfast.training.auto import measurement_seconds, stack_seconds
 
 
 def waves(jobs: list[Job]) -> dict[str, int]:
@@ -67,8 +67,10 @@ def _calibration_line(cal: Calibration) -> str:
     """Where and when the figures behind the estimates were measured, with their spreads."""
     return (f"(calibration on {cal.device}, {cal.measured}: {cal.train_step * 1e3:.1f} ms per training step "
             f"(spread {cal.spread['train_step']:.0%}), {cal.eval_image * 1e6:.0f} us per evaluated image "
-            f"({cal.spread['eval']:.0%}), {cal.hvp_image * 1e6:.0f} us per Hessian-vector-product image "
-            f"({cal.spread['hvp']:.0%}){'; MEASURED WHILE BUSY' if cal.busy else ''})")
+            f"({cal.spread['eval']:.0%}), {cal.bn_image * 1e6:.0f} us per BatchNorm-recomputation image "
+            f"({cal.spread.get('bn', 0):.0%}), {cal.hvp_image * 1e6:.0f} us per Hessian-vector-product image "
+            f"({cal.spread['hvp']:.0%}); fixed: {cal.level_seconds:.2f} s a training level, {cal.job_seconds:.2f} s "
+            f"an analysis{'; MEASURED WHILE BUSY' if cal.busy else ''})")
 
 
 def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: int,
@@ -109,13 +111,16 @@ def _stacking_text(study: Study, jobs: list[Job], trainings: list[Job], stack: i
 def wall_seconds(study: Study, jobs: list[Job], execution: Execution, stacking: float = 1.0) -> float | None:
     """The wall time of the jobs not done, on a local executor's slots: the scheduler's own
     batching (scheduler.batches, in plan order, as jobs become ready) replayed on their
-    calibrated costs, a batch taking the sum of its jobs' costs (times `stacking` for a batch
-    of trainings: a loop stack costs its members' sum, bench/step_overhead.py); None on Ray,
-    whose slots are the cluster's."""
+    calibrated costs, a batch taking the sum of its jobs' costs, their steps' part times
+    `stacking` for a batch of trainings (a loop stack costs its members' sum,
+    bench/step_overhead.py; levels' evaluations and files cost the same in any stack); None on
+    Ray, whose slots are the cluster's."""
     if execution.executor != "local":
         return None
     slots = execution.workers
-    size = resolve_stacking(stack_size(study, execution), execution.stack_mode, slots).size
+    step = study.calibration.train_step if study is not None and study.calibration else 0.0
+    resolved = resolve_stacking(stack_size(study, execution), execution.stack_mode, slots)
+    size, shapes = resolved.size, set()  # stack sizes whose auto mode is measured in this replay
     by_key, order = {j.key: j for j in jobs}, [j.key for j in jobs]
     pending = {j.key for j in jobs if not j.done()}
     now, running = 0.0, []  # (end, keys) of the batches running
@@ -124,7 +129,13 @@ def wall_seconds(study: Study, jobs: list[Job], execution: Execution, stacking: 
         ready = [by_key[k] for k in order if k in pending and k not in taken
                  and not any(d in pending for d in by_key[k].deps)]
         for batch in batches(ready, slots - len(running), size, slots):
-            cost = sum(j.cost for j in batch) * (stacking if batch[0].kind == "train" else 1.0)
+            steps = sum(j.steps for j in batch) * step if batch[0].kind == "train" else 0.0
+            cost = sum(j.cost for j in batch) - steps + steps * stacking  # stacking speeds up the steps only
+            if steps and resolved.mode == "auto" and len(batch) not in shapes:  # auto measures a new shape first
+                shapes.add(len(batch))
+                c = study.config
+                cost += measurement_seconds(c.imp_config(c.seeds[0], c.rewind_iter).train, len(batch),
+                                            resolve_device(c.train.device), step, stacking)
             running.append((now + cost, [j.key for j in batch]))
         if not running:
             break

@@ -30,7 +30,7 @@ import torch
 from lthfast.config.study import StudyConfig
 from lthfast.foundations import settings, signals
 from lthfast.foundations.errors import LthError
-from lthfast.foundations.hardware import resolve_device
+from lthfast.foundations.hardware import keep_freed_memory, resolve_device
 from lthfast.foundations.settings import setting
 from lthfast.store import claims
 from lthfast.study import resources
@@ -116,6 +116,7 @@ _WORKER_STUDIES: dict = {}  # a worker process keeps its Study (and its data) be
 
 def run_task(root: str, config: dict, keys: list[str], stacking: Stacking) -> dict:
     """A batch in a worker process (a local pool's or Ray's): the jobs named by `keys`."""
+    keep_freed_memory()  # a worker's first training as fast as its next (foundations.hardware)
     key = (root, json.dumps(config, sort_keys=True))
     if key not in _WORKER_STUDIES:
         study = Study(StudyConfig.from_dict(config), root)

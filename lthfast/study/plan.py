@@ -101,11 +101,11 @@ class Study:
         total_steps = t.epochs * math.ceil((t.train_subset or 50_000) / t.batch_size)
         # Each level also evaluates its baseline twice (stored and recomputed BN) and its solution.
         i = c.imp
-        level_evals = 2 * (i.eval_train_images + (i.eval_test_images or 10_000)) + i.bn_batches * t.batch_size \
-            + i.eval_train_images + (i.eval_test_images or 10_000)
+        level_evals = 3 * (i.eval_train_images + (i.eval_test_images or 10_000))
 
         def cost(steps):
-            return steps * cal.train_step + level_evals * cal.eval_image
+            return cal.level_seconds + steps * cal.train_step + level_evals * cal.eval_image \
+                + i.bn_batches * t.batch_size * cal.bn_image
 
         def done(strategy, level):
             return run.level(strategy, level).finished
@@ -120,7 +120,8 @@ class Study:
             # R = 0 takes the late run's dense network (ImpRun.share_dense): a job of its own, not a
             # member of a stack, so that no stack's make-up depends on when it finished.
             jobs = [Job(f"{prefix}/train imp:0", "share", [f"{self._prefix(seed, c.rewind_iter)}/train imp:0"],
-                        cost(0), done("imp", 0), lambda: self.imp_run(seed, rewind).dense(),
+                        cal.level_seconds + i.eval_train_images * cal.eval_image,  # files copied, train loss
+                        done("imp", 0), lambda: self.imp_run(seed, rewind).dense(),
                         f"{run.folder.name}/imp/0", seed, rewind, "imp", 0)]
         else:
             jobs = [train("imp", 0, [], total_steps)]

@@ -138,6 +138,16 @@ def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / max(1, steps)
 
 
+def measurement_seconds(config: TrainConfig, k: int, device: torch.device, step: float, stacking: float) -> float:
+    """Seconds choose_mode spends measuring a stack of `k` of this shape on its first call (0 where
+    the cache has the shape): each candidate stepped MEASURE_ROUNDS * MEASURE_STEPS + MEASURE_WARMUP
+    times, loop at k single steps of `step` seconds, any other at `stacking` times that (the dry
+    run's estimates, lthfast.study.dryrun)."""
+    if k == 1 or cache_key(config, k, device) in _read_cache():
+        return 0.0
+    return (MEASURE_ROUNDS * MEASURE_STEPS + MEASURE_WARMUP) * k * step * (1 + (len(candidates(device)) - 1) * stacking)
+
+
 def stack_seconds(config: TrainConfig, k: int, device: torch.device, mode: str = "auto") -> tuple[str, float]:
     """(mode, seconds per stack step) of a stack of `k` trainings of `config`'s shape in `mode`
     (auto: the mode it chooses, measuring now if no stack of that shape was measured yet),
