@@ -146,3 +146,13 @@ def test_folder_errors(tmp_path):
 def test_synthetic_is_deterministic():
     a, b = synthetic(), synthetic()
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+
+
+def test_a_data_set_moved_where_it_is_stays_itself_with_its_gather_table():
+    data = synthetic(num_train=20, num_test=4)
+    table = dataset_module.gather_table(data)
+    for device in ("cpu", torch.device("cpu")):
+        assert data.to(device) is data and dataset_module.gather_table(data.to(device)) is table
+    moved = data.to("meta")  # elsewhere: a new data set, every tensor moved
+    assert moved is not data and all(t.device.type == "meta" for t in (moved.train_x, moved.train_y,
+                                                                        moved.test_x, moved.test_y))

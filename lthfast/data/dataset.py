@@ -46,12 +46,13 @@ class Dataset:
         return self.train_x.shape[0]
 
     def to(self, device) -> "Dataset":
-        """This data set on `device`: itself when it is there already, so that what is kept with it
-        (gather_table's padded images, made once) is not made again for every stack."""
-        names = ("train_x", "train_y", "test_x", "test_y")
-        if all(getattr(self, name).device == torch.device(device) for name in names):
+        """This data set on `device`: itself when it is there already (by torch's own rule: "cuda"
+        is the current GPU), so that what is kept with it (gather_table's padded images, made
+        once) is not made again for every stack (tests/test_data.py)."""
+        moved = {name: getattr(self, name).to(device) for name in ("train_x", "train_y", "test_x", "test_y")}
+        if all(tensor is getattr(self, name) for name, tensor in moved.items()):
             return self
-        return dataclasses.replace(self, **{name: getattr(self, name).to(device) for name in names})
+        return dataclasses.replace(self, **moved)
 
 
 def balanced_subset(data: Dataset, size: int, seed: int) -> Dataset:
@@ -131,10 +132,15 @@ def augment(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torc
 FLOAT_TABLE_BYTES = 1 << 30
 
 
+def _float_table(values: int) -> bool:
+    """Whether a gather table of this many values is kept as float32 (an empty one: uint8)."""
+    return 0 < 4 * values <= FLOAT_TABLE_BYTES
+
+
 def table_bytes(num_images: int, height: int = 32, width: int = 32) -> int:
     """Bytes of gather_table for a training set of this size (lthfast.study.resources counts them)."""
     values = num_images * (height + 2 * CROP_PADDING) * (width + 2 * CROP_PADDING) * 3
-    return 4 * values if 4 * values <= FLOAT_TABLE_BYTES else values
+    return 4 * values if _float_table(values) else values
 
 
 def gather_table(data: Dataset) -> tuple[torch.Tensor, bool]:
@@ -146,7 +152,7 @@ def gather_table(data: Dataset) -> tuple[torch.Tensor, bool]:
     if cached is None or cached[0].device != data.train_x.device:
         p = CROP_PADDING
         table = torch.nn.functional.pad(data.train_x, (p, p, p, p)).permute(0, 2, 3, 1).contiguous()
-        normalized = 0 < 4 * table.numel() <= FLOAT_TABLE_BYTES  # table_bytes' rule; an empty set: uint8
+        normalized = _float_table(table.numel())
         if normalized:
             table = normalize_nhwc(table, True, data.mean, data.std).permute(0, 2, 3, 1)  # back to (N, H, W, 3)
         cached = data.__dict__["_gather_table"] = (table, normalized)

@@ -50,7 +50,7 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     device = torch.device(device)
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
-    return t if t.device == device else t.to(device)
+    return t.to(device)  # t itself where it is already
 
 
 def device_name(device: torch.device) -> str:
@@ -139,8 +139,8 @@ def resolve_precision(precision: str, device: str) -> str:
 
 # glibc's malloc hands every block above its mmap threshold (128 KiB, raised only as large blocks
 # are freed) back to the system and trims the heap's top above 128 KiB, so a process's first
-# training faults in its activations' pages again every step: bench/allocator.py measures the
-# first network of a process 1.18x slower for it (ResNet-20, batch 128, one thread, Xeon AMX).
+# training faults in its activations' pages again every step (bench/allocator.py measures it;
+# the figures are in the README, "Benchmarks").
 MMAP_THRESHOLD = 256 << 20  # every activation of the study's models at batch 128 stays on the heap
 TRIM_THRESHOLD = 1 << 30  # up to this much freed memory stays with the process for the next step
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)

@@ -174,7 +174,7 @@ class LocalPool:
         gpus = torch.cuda.device_count()
         for i in range(self.slots):
             queue.put(i if gpus else None)
-        threads = job_threads(self.execution) if not gpus else torch.get_num_threads()
+        threads = job_threads(self.execution)  # a share of the cores, or all of them beside a GPU
         self.pool = ProcessPoolExecutor(self.slots, mp_context=context, initializer=_pin_worker,
                                         initargs=(queue, threads))
 
